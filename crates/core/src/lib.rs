@@ -1,0 +1,20 @@
+//! tokenwatch's pure logic: no AWS SDK, no async runtime, no I/O of its own beyond the readers it is given.
+//!
+//! The flow: [`decode`] splits input into records, [`scan`] decodes the records that can matter and
+//! classifies them ([`classify`], [`identity`]), [`tally`] aggregates, [`report`] presents.
+
+pub mod classify;
+pub mod decode;
+pub mod identity;
+pub mod record;
+pub mod report;
+pub mod scan;
+pub mod tally;
+pub mod timestamp;
+
+pub use classify::ErrorCodes;
+pub use identity::{CredentialKey, Identity};
+pub use report::ScanReport;
+pub use scan::{Failure, FailureKind, Problem, Scanner, SourceCounts, Validation};
+pub use tally::Tally;
+pub use timestamp::Timestamp;
