@@ -4,10 +4,12 @@
 //! classifies them ([`classify`], [`identity`]), [`tally`] aggregates, [`report`] presents.
 
 pub mod classify;
+pub mod contract;
 pub mod decode;
 pub mod identity;
 pub mod record;
 pub mod report;
+pub mod sample;
 pub mod scan;
 pub mod tally;
 pub mod timestamp;

@@ -116,7 +116,8 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// What scanning one source produced besides the failures.
+/// What scanning one source produced besides the failures. Every malformed record (or unreadable
+/// remainder of a source) is also a record scanned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SourceCounts {
     pub records: u64,
@@ -167,6 +168,7 @@ impl Scanner {
         let reader = match decompressed(reader) {
             Ok(r) => r,
             Err(source) => {
+                counts.records += 1;
                 counts.malformed += 1;
                 on_problem(Problem::Input(DecodeError::Io { offset: 0, source }));
                 return counts;
@@ -191,6 +193,8 @@ impl Scanner {
                     }
                 }
                 Err(error) => {
+                    // What could not be read is still a record seen, so malformed never exceeds scanned.
+                    counts.records += 1;
                     counts.malformed += 1;
                     on_problem(Problem::Input(error));
                 }
