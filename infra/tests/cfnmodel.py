@@ -32,11 +32,11 @@ _SHORT_FUNCTIONS = {
 }
 
 
-class _Loader(yaml.SafeLoader):
+class CfnLoader(yaml.SafeLoader):
     """PyYAML loader that turns CloudFormation short forms (!Ref, !Sub, ...) into long forms."""
 
 
-def _construct_tag(loader: _Loader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+def _construct_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
     elif isinstance(node, yaml.SequenceNode):
@@ -49,12 +49,12 @@ def _construct_tag(loader: _Loader, suffix: str, node: yaml.Node) -> dict[str, A
     return {key: value}
 
 
-_Loader.add_multi_constructor("!", _construct_tag)
+CfnLoader.add_multi_constructor("!", _construct_tag)
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class _NoValue:

@@ -4,21 +4,12 @@ import pytest
 
 from cfnmodel import Stack, load_template
 from contract import FIXTURE_PATH, Contract, contract_source, parse_contract
+from variants import VARIANTS
 
 SOURCES = ("eventbridge", "s3", "cloudwatch_logs")
 
 # Parameter values that make every optional part of the template exist for a source.
-SOURCE_PARAMETERS = {
-    "eventbridge": {"Source": "eventbridge"},
-    "s3": {
-        "Source": "s3",
-        "TrailBucketName": "org-trail-logs",
-        "TrailBucketAccountId": "444455556666",
-        "TrailKmsKeyArn": "arn:aws:kms:us-east-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-        "TrailNotificationTopicArn": "arn:aws:sns:us-east-1:444455556666:org-trail-objects",
-    },
-    "cloudwatch_logs": {"Source": "cloudwatch_logs", "TrailLogGroupName": "aws-cloudtrail-logs-111122223333"},
-}
+SOURCE_PARAMETERS = {"eventbridge": {"Source": "eventbridge"}, **VARIANTS}
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,11 @@ import tomllib
 from typing import Any
 
 import pytest
+import yaml
 
-from cfnmodel import REPO_ROOT, Stack, as_list, statements
+from cfnmodel import REPO_ROOT, Stack, CfnLoader, as_list, statements
+from variants import VARIANTS
+from variants import main as write_variants
 
 EXPIRED_CODES = ["ExpiredToken", "ExpiredTokenException"]
 RELATED_CODES = [
@@ -220,9 +223,14 @@ def test_cloudwatch_logs_subscription(template):
 
 
 def test_sources_without_their_required_parameter_are_refused(template):
-    rules = template["Rules"]
-    assert Stack(template, Source="s3").condition("IsS3Source")
-    assert {r["RuleCondition"]["Fn::Equals"][1] for r in rules.values()} == {"s3", "cloudwatch_logs"}
+    required = {}
+    for rule in template["Rules"].values():
+        source = rule["RuleCondition"]["Fn::Equals"][1]
+        (assertion,) = rule["Assertions"]
+        not_empty = assertion["Assert"]["Fn::Not"][0]["Fn::Equals"]
+        assert not_empty[1] == ""
+        required[source] = not_empty[0]["Ref"]
+    assert required == {"s3": "TrailBucketName", "cloudwatch_logs": "TrailLogGroupName"}
 
 
 def test_sweep_schedule_sends_the_plain_scheduled_event(stack):
@@ -424,14 +432,9 @@ def test_service_principals_are_scoped(stack):
 
 
 def test_checkov_variants_switch_the_defaults(template, tmp_path):
-    import yaml
-
-    from cfnmodel import _Loader
-    from variants import VARIANTS, main
-
-    main(str(tmp_path))
+    write_variants(str(tmp_path))
     for name, defaults in VARIANTS.items():
-        variant = yaml.load((tmp_path / f"template-{name}.yaml").read_text(), Loader=_Loader)  # noqa: S506
+        variant = yaml.load((tmp_path / f"template-{name}.yaml").read_text(), Loader=CfnLoader)  # noqa: S506
         got = {k: variant["Parameters"][k]["Default"] for k in defaults}
         assert got == defaults
         assert variant["Resources"] == template["Resources"]

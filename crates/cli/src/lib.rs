@@ -15,7 +15,11 @@ mod table;
 pub use scan_cmd::{ScanOutcome, scan_sources};
 
 #[derive(Debug, Parser)]
-#[command(name = "tokenwatch", version, about = "Find processes that keep signing AWS calls with expired credentials")]
+#[command(
+    name = "tokenwatch",
+    version,
+    about = "Find processes that keep signing AWS calls with expired credentials"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -72,6 +76,9 @@ pub struct SampleArgs {
     /// Start of the six hours the sample covers (RFC 3339); default: six hours ago, on the hour.
     #[arg(long, value_parser = parse_time)]
     pub start: Option<Timestamp>,
+    /// Minutes of events per file: CloudTrail delivers every 5; 360 makes one large file.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=360))]
+    pub file_minutes: u64,
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, String> {

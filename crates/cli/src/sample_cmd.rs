@@ -32,6 +32,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode> {
         seed: args.seed,
         records: args.records,
         start,
+        file_period: args.file_minutes.saturating_mul(60) as i64,
     });
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let bytes: u64 = (0..sample.file_count())

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
-use tokenwatch_core::{ErrorCodes, Failure, Problem, ScanReport, Scanner, SourceCounts, Tally, Validation};
+use tokenwatch_core::{
+    ErrorCodes, Failure, Problem, ScanReport, Scanner, SourceCounts, Tally, Validation,
+};
 
 use crate::sources::{self, Source};
 use crate::{Format, ScanArgs, table};
@@ -24,7 +26,7 @@ const PROBLEMS_SHOWN_PER_SOURCE: usize = 10;
 const CHANNEL_DEPTH: usize = 4096;
 
 enum Message {
-    Failure(Failure),
+    Failure(Box<Failure>),
     Problem(usize, Problem),
     Done(SourceCounts),
 }
@@ -135,7 +137,8 @@ pub fn scan_sources(
                     let shown = problems_by_source.entry(index).or_default();
                     *shown += 1;
                     if *shown <= PROBLEMS_SHOWN_PER_SOURCE {
-                        let line = format!("tokenwatch: warning: {}: {problem}", sources[index].name());
+                        let line =
+                            format!("tokenwatch: warning: {}: {problem}", sources[index].name());
                         bar.suspend(|| warn(&line));
                     }
                 }
@@ -177,13 +180,13 @@ fn scan_one(
     let counts = match source {
         Source::Stdin => scanner.scan(
             io::stdin().lock(),
-            |f| send(tx, Message::Failure(f)),
+            |f| send(tx, Message::Failure(Box::new(f))),
             |p| send(tx, Message::Problem(index, p)),
         ),
         Source::File { path, .. } => match File::open(path) {
             Ok(file) => scanner.scan(
                 Counted { inner: file, bar },
-                |f| send(tx, Message::Failure(f)),
+                |f| send(tx, Message::Failure(Box::new(f))),
                 |p| send(tx, Message::Problem(index, p)),
             ),
             Err(e) => {
@@ -191,7 +194,10 @@ fn scan_one(
                     tx,
                     Message::Problem(
                         index,
-                        Problem::Input(tokenwatch_core::decode::DecodeError::Io { offset: 0, source: e }),
+                        Problem::Input(tokenwatch_core::decode::DecodeError::Io {
+                            offset: 0,
+                            source: e,
+                        }),
                     ),
                 );
                 SourceCounts {

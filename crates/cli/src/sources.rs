@@ -90,13 +90,19 @@ mod tests {
     fn walks_directories_and_skips_digests_and_other_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("AWSLogs/1/CloudTrail/us-east-1/2024/05/01");
-        let digests = dir.path().join("AWSLogs/1/CloudTrail-Digest/us-east-1/2024/05/01");
+        let digests = dir
+            .path()
+            .join("AWSLogs/1/CloudTrail-Digest/us-east-1/2024/05/01");
         fs::create_dir_all(&logs).expect("mkdir");
         fs::create_dir_all(&digests).expect("mkdir");
         for name in ["b.json.gz", "a.json", "notes.txt", ".hidden.json"] {
             fs::write(logs.join(name), "{}").expect("write");
         }
-        fs::write(digests.join("1_CloudTrail-Digest_us-east-1_x.json.gz"), "{}").expect("write");
+        fs::write(
+            digests.join("1_CloudTrail-Digest_us-east-1_x.json.gz"),
+            "{}",
+        )
+        .expect("write");
         let missing = dir.path().join("missing.json");
         let (sources, problems) = collect(&[dir.path().to_path_buf(), PathBuf::from("-"), missing]);
         let names: Vec<String> = sources.iter().map(Source::name).collect();

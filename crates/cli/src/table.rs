@@ -60,16 +60,27 @@ pub fn render_body(report: &ScanReport) -> String {
             ]);
             for session in &principal.sessions {
                 let keys = &session.access_key_ids;
-                let mut shown = keys.iter().take(KEYS_SHOWN).cloned().collect::<Vec<_>>().join(" ");
+                let mut shown = keys
+                    .iter()
+                    .take(KEYS_SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 if keys.len() > KEYS_SHOWN {
                     let _ = write!(shown, " +{}", keys.len() - KEYS_SHOWN);
                 }
                 rows.push([
-                    format!("  {}", session.session_name.as_deref().unwrap_or("(no session)")),
+                    format!(
+                        "  {}",
+                        session.session_name.as_deref().unwrap_or("(no session)")
+                    ),
                     thousands(session.expired_token_errors),
                     short_time(&session.first_error.rfc3339()),
                     short_time(&session.last_error.rfc3339()),
-                    session.max_credential_age_seconds.map(human_duration).unwrap_or_default(),
+                    session
+                        .max_credential_age_seconds
+                        .map(human_duration)
+                        .unwrap_or_default(),
                     shown,
                 ]);
             }
@@ -97,7 +108,10 @@ fn plural(n: u64) -> &'static str {
 }
 
 fn short_time(rfc3339: &str) -> String {
-    rfc3339.replacen('T', " ", 1).trim_end_matches('Z').to_owned()
+    rfc3339
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_owned()
 }
 
 /// Left-aligned text columns, right-aligned numbers (column 1), two spaces between.

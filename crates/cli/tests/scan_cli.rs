@@ -47,18 +47,33 @@ fn the_whole_real_corpus_parses_and_holds_no_expired_tokens() {
 fn a_scan_of_sample_data_matches_what_was_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().to_str().expect("utf-8");
-    let written = tokenwatch(&["sample", out, "--seed", "42", "--records", "5000", "--start", "2026-11-26T00:00:00Z"]);
+    let written = tokenwatch(&[
+        "sample",
+        out,
+        "--seed",
+        "42",
+        "--records",
+        "5000",
+        "--start",
+        "2026-11-26T00:00:00Z",
+    ]);
     assert!(written.status.success(), "{written:?}");
-    let manifest: Value =
-        serde_json::from_slice(&fs::read(dir.path().join(".sample-manifest.json")).expect("manifest")).expect("json");
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(dir.path().join(".sample-manifest.json")).expect("manifest"),
+    )
+    .expect("json");
 
     let (report, stderr) = json_report(&["scan", out, "--format", "json"]);
     assert!(stderr.is_empty(), "{stderr}");
-    let records = manifest["records"].as_u64().expect("n") + manifest["duplicate_records"].as_u64().expect("n");
+    let records = manifest["records"].as_u64().expect("n")
+        + manifest["duplicate_records"].as_u64().expect("n");
     assert_eq!(report["records_scanned"], records);
     assert_eq!(report["malformed_records"], 0);
     assert_eq!(report["duplicate_events"], manifest["duplicate_records"]);
-    assert_eq!(report["expired_token_errors"], manifest["expired_token_errors"]);
+    assert_eq!(
+        report["expired_token_errors"],
+        manifest["expired_token_errors"]
+    );
     for (code, n) in manifest["related_errors"].as_object().expect("map") {
         assert_eq!(&report["related_errors"][code], n, "{code}");
     }
@@ -66,9 +81,17 @@ fn a_scan_of_sample_data_matches_what_was_written() {
         .as_array()
         .expect("list")
         .iter()
-        .map(|p| (p["principal"].as_str().expect("s").to_owned(), p["expired_token_errors"].clone()))
+        .map(|p| {
+            (
+                p["principal"].as_str().expect("s").to_owned(),
+                p["expired_token_errors"].clone(),
+            )
+        })
         .collect();
-    assert_eq!(Value::Object(by_principal), manifest["expired_by_principal"]);
+    assert_eq!(
+        Value::Object(by_principal),
+        manifest["expired_by_principal"]
+    );
     // Each scenario's session carries its one access key, first and last failure.
     for scenario in manifest["scenarios"].as_array().expect("list") {
         let principal = report["principals"]
@@ -79,17 +102,31 @@ fn a_scan_of_sample_data_matches_what_was_written() {
             .expect("scenario principal reported");
         let session = &principal["sessions"][0];
         assert_eq!(session["session_name"], scenario["session_name"]);
-        assert_eq!(session["access_key_ids"], serde_json::json!([scenario["access_key_id"]]));
+        assert_eq!(
+            session["access_key_ids"],
+            serde_json::json!([scenario["access_key_id"]])
+        );
         assert_eq!(session["expired_token_errors"], scenario["failures"]);
     }
     // Sorted by errors, most first.
-    let counts: Vec<u64> = report["principals"].as_array().expect("list").iter().map(|p| p["expired_token_errors"].as_u64().expect("n")).collect();
+    let counts: Vec<u64> = report["principals"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| p["expired_token_errors"].as_u64().expect("n"))
+        .collect();
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
 
     let table = tokenwatch(&["scan", out]);
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("expired-token errors from 6 principals"), "{table}");
-    assert!(table.contains("arn:aws:iam::111122223333:role/ci/build-bot"), "{table}");
+    assert!(
+        table.contains("expired-token errors from 6 principals"),
+        "{table}"
+    );
+    assert!(
+        table.contains("arn:aws:iam::111122223333:role/ci/build-bot"),
+        "{table}"
+    );
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -105,16 +142,32 @@ fn bad_input_is_named_and_the_rest_still_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     fs::write(d.join("good.json"), format!("{{\"Records\":[{GOOD}]}}")).expect("write");
-    let long: String = (0..3000).map(|i| format!("{{\"eventID\":\"n{i}\"}},")).collect();
+    let long: String = (0..3000)
+        .map(|i| format!("{{\"eventID\":\"n{i}\"}},"))
+        .collect();
     let whole = gzip(format!("{{\"Records\":[{long}{{}}]}}").as_bytes());
     fs::write(d.join("truncated.json.gz"), &whole[..whole.len() / 2]).expect("write");
-    fs::write(d.join("invalid.json"), b"{\"Records\":[{\"a\":1},{\"b\":}] garbage").expect("write");
+    fs::write(
+        d.join("invalid.json"),
+        b"{\"Records\":[{\"a\":1},{\"b\":}] garbage",
+    )
+    .expect("write");
     fs::write(d.join("garbage.json"), [0u8, 159, 146, 150, 255, 1, 2]).expect("write");
     fs::write(d.join("types.ndjson"), b"{\"errorCode\":[\"ExpiredToken\"],\"eventTime\":\"2024-05-01T10:00:00Z\"}\n{\"errorCode\":\"ExpiredToken\",\"eventTime\":42}\n").expect("write");
     let missing = d.join("missing.json");
-    let out = tokenwatch(&["scan", d.to_str().expect("utf-8"), missing.to_str().expect("utf-8"), "--format", "json"]);
+    let out = tokenwatch(&[
+        "scan",
+        d.to_str().expect("utf-8"),
+        missing.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "a path that cannot be read fails the run: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a path that cannot be read fails the run: {stderr}"
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("report still printed");
     assert_eq!(report["expired_token_errors"], 1, "{stderr}");
     // truncated (1), invalid (1), garbage (1), two records with wrong types (2).
@@ -127,7 +180,10 @@ fn bad_input_is_named_and_the_rest_still_counts() {
         ("types.ndjson", "record #2 at byte 66"),
         ("missing.json", "No such file"),
     ] {
-        assert!(stderr.lines().any(|l| l.contains(file) && l.contains(what)), "{file}: {what}\n{stderr}");
+        assert!(
+            stderr.lines().any(|l| l.contains(file) && l.contains(what)),
+            "{file}: {what}\n{stderr}"
+        );
     }
 }
 
@@ -140,7 +196,12 @@ fn stdin_is_a_source() {
         .spawn()
         .expect("spawn");
     let body = gzip(format!("{GOOD}\n{GOOD}\n").as_bytes());
-    child.stdin.take().expect("stdin").write_all(&body).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&body)
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["records_scanned"], 2);
@@ -160,5 +221,11 @@ fn contract_names_the_metrics() {
     let out = tokenwatch(&["contract", "--json"]);
     let contract: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(contract["namespace"], "TokenWatch");
-    assert!(contract["env"].as_array().expect("list").iter().any(|e| e == "TOKENWATCH_ERROR_CODES"));
+    assert!(
+        contract["env"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|e| e == "TOKENWATCH_ERROR_CODES")
+    );
 }

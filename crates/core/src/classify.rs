@@ -91,9 +91,18 @@ mod tests {
     #[test]
     fn default_codes() {
         let codes = ErrorCodes::default();
-        assert_eq!(codes.classify(Some("ExpiredToken")), Classification::ExpiredToken);
-        assert_eq!(codes.classify(Some("ExpiredTokenException")), Classification::ExpiredToken);
-        assert_eq!(codes.classify(Some("Client.ExpiredToken")), Classification::ExpiredToken);
+        assert_eq!(
+            codes.classify(Some("ExpiredToken")),
+            Classification::ExpiredToken
+        );
+        assert_eq!(
+            codes.classify(Some("ExpiredTokenException")),
+            Classification::ExpiredToken
+        );
+        assert_eq!(
+            codes.classify(Some("Client.ExpiredToken")),
+            Classification::ExpiredToken
+        );
         assert_eq!(
             codes.classify(Some("Client.RequestExpired")),
             Classification::Related("RequestExpired")
@@ -109,16 +118,26 @@ mod tests {
 
     #[test]
     fn configured_list_replaces_the_default() {
-        let codes = ErrorCodes::parse_list(" TokenRefreshRequired , ExpiredToken,,").expect("codes");
+        let codes =
+            ErrorCodes::parse_list(" TokenRefreshRequired , ExpiredToken,,").expect("codes");
         assert_eq!(codes.expired(), ["ExpiredToken", "TokenRefreshRequired"]);
-        assert_eq!(codes.classify(Some("TokenRefreshRequired")), Classification::ExpiredToken);
-        assert_eq!(codes.classify(Some("ExpiredTokenException")), Classification::Other);
+        assert_eq!(
+            codes.classify(Some("TokenRefreshRequired")),
+            Classification::ExpiredToken
+        );
+        assert_eq!(
+            codes.classify(Some("ExpiredTokenException")),
+            Classification::Other
+        );
         assert_eq!(ErrorCodes::parse_list(" , "), None);
     }
 
     #[test]
     fn a_related_code_configured_as_expired_counts_as_expired() {
         let codes = ErrorCodes::new(["RequestExpired"]);
-        assert_eq!(codes.classify(Some("RequestExpired")), Classification::ExpiredToken);
+        assert_eq!(
+            codes.classify(Some("RequestExpired")),
+            Classification::ExpiredToken
+        );
     }
 }

@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(json["namespace"], "TokenWatch");
         assert_eq!(json["env"].as_array().map(Vec::len), Some(10));
         assert_eq!(json["metrics"][0]["name"], "ExpiredTokenErrors");
-        assert_eq!(json["metrics"][0]["dimension_sets"][3], serde_json::json!(["Principal", "SessionName"]));
+        assert_eq!(
+            json["metrics"][0]["dimension_sets"][3],
+            serde_json::json!(["Principal", "SessionName"])
+        );
         assert_eq!(json["metrics"][1]["unit"], "Seconds");
         assert_eq!(json["state_table"]["ttl_attribute"], "expires_at");
     }

@@ -85,9 +85,14 @@ enum Mode {
     /// Between top-level values.
     TopLevel,
     /// Inside a records array, before an element or the closing bracket.
-    ArrayElement { in_container: bool, first: bool },
+    ArrayElement {
+        in_container: bool,
+        first: bool,
+    },
     /// Inside a records array, after an element.
-    ArrayAfterElement { in_container: bool },
+    ArrayAfterElement {
+        in_container: bool,
+    },
     /// Inside `{"Records":[...]}` after its array: further keys or the closing brace.
     ContainerRest,
     Done,
@@ -105,7 +110,10 @@ enum Scan<T> {
     Complete(T),
     /// More input is needed to decide.
     Incomplete,
-    Invalid { at: usize, reason: &'static str },
+    Invalid {
+        at: usize,
+        reason: &'static str,
+    },
 }
 
 /// Splits a stream of JSON into records. A lending iterator: each record borrows the internal buffer
@@ -667,7 +675,10 @@ mod tests {
 
     #[test]
     fn json_array_and_ndjson_and_single_record() {
-        assert_eq!(split(b" [ {\"a\":1} ,\n{\"b\":2} ] ").0, ["{\"a\":1}", "{\"b\":2}"]);
+        assert_eq!(
+            split(b" [ {\"a\":1} ,\n{\"b\":2} ] ").0,
+            ["{\"a\":1}", "{\"b\":2}"]
+        );
         assert_eq!(
             split(b"{\"a\":1}\n{\"b\":\"\\\"\"}\r\n\n{}").0,
             ["{\"a\":1}", "{\"b\":\"\\\"\"}", "{}"]
@@ -691,14 +702,21 @@ mod tests {
         let (records, errors) = split(b"[1, {\"a\":1}, \"x\", [2], null, {}]");
         assert_eq!(records, ["{\"a\":1}", "{}"]);
         assert_eq!(errors.len(), 4);
-        assert!(errors[0].starts_with("record #1 at byte 1"), "{}", errors[0]);
+        assert!(
+            errors[0].starts_with("record #1 at byte 1"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
     fn garbage_is_not_json() {
         let (records, errors) = split(b"\x00\x01\x02binary");
         assert!(records.is_empty());
-        assert_eq!(errors, ["not CloudTrail JSON: expected '{' or '[' at byte 0"]);
+        assert_eq!(
+            errors,
+            ["not CloudTrail JSON: expected '{' or '[' at byte 0"]
+        );
     }
 
     #[test]
@@ -733,13 +751,19 @@ mod tests {
 
     #[test]
     fn positions_are_absolute() {
-        let input = format!("{{\"Records\":[{{\"pad\":\"{}\"}},{{\"a\":1}}]}}", "y".repeat(READ_CHUNK));
+        let input = format!(
+            "{{\"Records\":[{{\"pad\":\"{}\"}},{{\"a\":1}}]}}",
+            "y".repeat(READ_CHUNK)
+        );
         let mut stream = RecordStream::new(input.as_bytes());
         let first_len = stream.next_record().expect("one").expect("ok").bytes.len();
         let second = stream.next_record().expect("two").expect("ok");
         assert_eq!(second.index, 2);
         assert_eq!(second.offset, (12 + first_len + 1) as u64);
-        assert_eq!(&input.as_bytes()[second.offset as usize..][..7], b"{\"a\":1}");
+        assert_eq!(
+            &input.as_bytes()[second.offset as usize..][..7],
+            b"{\"a\":1}"
+        );
     }
 
     #[test]
@@ -751,7 +775,10 @@ mod tests {
         let compressed = gz.finish().expect("compress");
         let reader = decompressed(&compressed[..]).expect("open");
         let mut stream = RecordStream::new(reader);
-        assert_eq!(stream.next_record().expect("one").expect("ok").bytes, b"{\"a\":1}");
+        assert_eq!(
+            stream.next_record().expect("one").expect("ok").bytes,
+            b"{\"a\":1}"
+        );
         assert!(stream.next_record().is_none());
     }
 

@@ -174,7 +174,8 @@ impl Identity {
 
     /// Seconds the credential had lived when it was used at `at`, when the record says when it was minted.
     pub fn credential_age_at(&self, at: Timestamp) -> Option<i64> {
-        self.credential_created.map(|created| at.seconds_since(created))
+        self.credential_created
+            .map(|created| at.seconds_since(created))
     }
 
     /// The role name when the principal is a role ARN (`arn:aws:iam::1:role/path/Name` → `Name`).
@@ -257,7 +258,10 @@ mod tests {
         );
         assert_eq!(id.session_name.as_deref(), Some("jane@example.com"));
         assert_eq!(id.role_name(), Some("AWSReservedSSO_Admin_0123"));
-        assert_eq!(id.credential_key(), CredentialKey::AccessKey("ASIAQ1".into()));
+        assert_eq!(
+            id.credential_key(),
+            CredentialKey::AccessKey("ASIAQ1".into())
+        );
         let at = Timestamp::parse("2024-05-01T10:00:00Z").expect("time");
         assert_eq!(id.credential_age_at(at), Some(3600));
     }
@@ -350,7 +354,13 @@ mod tests {
 
     #[test]
     fn malformed_arns_do_not_confuse_the_rules() {
-        for arn in ["", "arn", "arn:aws:sts", "nonsense:aws:sts::1:assumed-role/r/s", "arn:aws:sts::1:assumed-role/"] {
+        for arn in [
+            "",
+            "arn",
+            "arn:aws:sts",
+            "nonsense:aws:sts::1:assumed-role/r/s",
+            "arn:aws:sts::1:assumed-role/",
+        ] {
             assert_eq!(role_arn_from_assumed_role(arn), None, "{arn}");
         }
         assert_eq!(session_from_arn("arn:aws:sts::1:assumed-role/r"), None);

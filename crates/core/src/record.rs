@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
-use serde::de::{Deserializer, Error, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, Error, Visitor};
 
 /// A JSON string borrowed from the input when it has no escapes. (serde's own `Cow<str>` always copies.)
 #[derive(Debug, Clone, PartialEq, Eq)]

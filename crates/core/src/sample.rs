@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::timestamp::Timestamp;
 
 /// CloudTrail delivers a file about every five minutes per account and Region.
-pub const FILE_PERIOD_SECONDS: i64 = 300;
+pub const DEFAULT_FILE_PERIOD_SECONDS: i64 = 300;
 /// The sample covers this much time.
 pub const SAMPLE_SPAN_SECONDS: i64 = 6 * 3600;
 
@@ -113,13 +113,18 @@ impl Scenario {
 
     pub fn principal(&self) -> String {
         match self.credential {
-            Credential::UserSessionToken => format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/{}", self.role_or_user),
+            Credential::UserSessionToken => {
+                format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/{}", self.role_or_user)
+            }
             _ => format!("arn:aws:iam::{SAMPLE_ACCOUNT}:role/{}", self.role_or_user),
         }
     }
 
     fn role_name(&self) -> &'static str {
-        self.role_or_user.rsplit('/').next().unwrap_or(self.role_or_user)
+        self.role_or_user
+            .rsplit('/')
+            .next()
+            .unwrap_or(self.role_or_user)
     }
 }
 
@@ -140,7 +145,11 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
             fail_every: 45,
             user_agent: "aws-cli/2.15.30 Python/3.11.8 Linux/5.10.210 exec-env/CodeBuild exe/x86_64.amzn.2 command/s3.cp",
             source_ip: "10.20.31.44",
-            calls: &[("s3.amazonaws.com", "PutObject"), ("s3.amazonaws.com", "GetObject"), ("ecr.amazonaws.com", "GetAuthorizationToken")],
+            calls: &[
+                ("s3.amazonaws.com", "PutObject"),
+                ("s3.amazonaws.com", "GetObject"),
+                ("ecr.amazonaws.com", "GetAuthorizationToken"),
+            ],
             caching: true,
         },
         Scenario {
@@ -157,7 +166,10 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
             fail_every: 60,
             user_agent: "aws-cli/2.17.2 md/awscrt#0.20.11 ua/2.0 os/macos#23.5.0 md/arch#arm64 lang/python#3.11.9 md/prompt#off command/ec2.describe-instances",
             source_ip: "198.51.100.23",
-            calls: &[("ec2.amazonaws.com", "DescribeInstances"), ("sts.amazonaws.com", "GetCallerIdentity")],
+            calls: &[
+                ("ec2.amazonaws.com", "DescribeInstances"),
+                ("sts.amazonaws.com", "GetCallerIdentity"),
+            ],
             caching: true,
         },
         Scenario {
@@ -174,7 +186,10 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
             fail_every: 120,
             user_agent: "aws-sdk-java/1.12.600 Linux/5.10.215 OpenJDK_64-Bit_Server_VM/17.0.10+7-LTS java/17.0.10 vendor/Amazon.com_Inc. orders-app/3.4",
             source_ip: "10.20.7.112",
-            calls: &[("dynamodb.amazonaws.com", "PutItem"), ("sqs.amazonaws.com", "SendMessage")],
+            calls: &[
+                ("dynamodb.amazonaws.com", "PutItem"),
+                ("sqs.amazonaws.com", "SendMessage"),
+            ],
             caching: true,
         },
         Scenario {
@@ -207,7 +222,10 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
             fail_every: 150,
             user_agent: "aws-cli/1.32.101 Python/3.9.18 Linux/4.14.336 botocore/1.34.101",
             source_ip: "192.0.2.146",
-            calls: &[("glue.amazonaws.com", "StartJobRun"), ("s3.amazonaws.com", "ListObjects")],
+            calls: &[
+                ("glue.amazonaws.com", "StartJobRun"),
+                ("s3.amazonaws.com", "ListObjects"),
+            ],
             caching: true,
         },
         Scenario {
@@ -275,11 +293,19 @@ pub struct SampleSpec {
     /// Background records to aim for (the scenarios add theirs).
     pub records: u64,
     pub start: Timestamp,
+    /// Seconds of events per file (CloudTrail: [`DEFAULT_FILE_PERIOD_SECONDS`]); larger makes bigger files.
+    pub file_period: i64,
 }
 
 const RELATED_ERRORS: [(&str, &str); 3] = [
-    ("InvalidClientTokenId", "The security token included in the request is invalid."),
-    ("SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided."),
+    (
+        "InvalidClientTokenId",
+        "The security token included in the request is invalid.",
+    ),
+    (
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided.",
+    ),
     ("Client.RequestExpired", "Request has expired."),
 ];
 
@@ -289,6 +315,7 @@ const RELATED_ERRORS: [(&str, &str); 3] = [
 pub struct Sample {
     seed: u64,
     start: Timestamp,
+    period: i64,
     /// Per delivery slot: its path and the planned (non-background) records with their offsets.
     slots: Vec<Slot>,
     manifest: Manifest,
@@ -308,7 +335,8 @@ impl Sample {
         let mut rng = Rng::new(spec.seed);
         let start = spec.start.minute();
         let scenarios = scenarios(&mut rng, start);
-        let slot_count = (SAMPLE_SPAN_SECONDS / FILE_PERIOD_SECONDS) as usize;
+        let period = spec.file_period.clamp(60, SAMPLE_SPAN_SECONDS);
+        let slot_count = (SAMPLE_SPAN_SECONDS / period) as usize;
         let mut planned: Vec<Vec<(i64, Value)>> = vec![Vec::new(); slot_count];
         let mut manifest = Manifest {
             seed: spec.seed,
@@ -321,7 +349,7 @@ impl Sample {
             for offset in scenario.failure_offsets() {
                 let (source, name) = *rng.pick(scenario.calls);
                 let record = scenario_record(&mut rng, scenario, start, offset, source, name);
-                place(&mut planned, offset, record);
+                place(&mut planned, period, offset, record);
                 failures += 1;
             }
             // The process also made calls that worked while its credential was valid.
@@ -333,7 +361,7 @@ impl Sample {
                     map.remove("errorCode");
                     map.remove("errorMessage");
                 }
-                place(&mut planned, offset, record);
+                place(&mut planned, period, offset, record);
             }
             manifest.expired_token_errors += failures;
             *manifest
@@ -362,7 +390,7 @@ impl Sample {
                 let mut record = background_record(&mut rng, start, offset);
                 record["errorCode"] = json!(code);
                 record["errorMessage"] = json!(message);
-                place(&mut planned, offset, record);
+                place(&mut planned, period, offset, record);
             }
             let canonical = code.trim_start_matches("Client.");
             *manifest
@@ -374,7 +402,7 @@ impl Sample {
         for _ in 0..12 {
             let offset = rng.below(SAMPLE_SPAN_SECONDS as u64) as i64;
             let record = decoy_record(&mut rng, start, offset);
-            place(&mut planned, offset, record);
+            place(&mut planned, period, offset, record);
             manifest.decoys += 1;
         }
 
@@ -385,8 +413,7 @@ impl Sample {
             .enumerate()
             .map(|(index, planned)| {
                 let background = per_slot + u64::from((index as u64) < extra);
-                let delivered =
-                    start.plus_seconds((index as i64 + 1) * FILE_PERIOD_SECONDS);
+                let delivered = start.plus_seconds((index as i64 + 1) * period);
                 Slot {
                     index,
                     path: object_key(&mut rng, delivered),
@@ -422,6 +449,7 @@ impl Sample {
         Self {
             seed: spec.seed,
             start,
+            period,
             slots,
             manifest,
         }
@@ -438,11 +466,12 @@ impl Sample {
     /// Makes file `n` (0-based, in delivery order): its records sorted by time, duplicates last.
     pub fn file(&self, n: usize) -> SampleFile {
         let slot = &self.slots[n];
-        let mut rng = Rng::new(self.seed ^ (slot.index as u64 + 1).wrapping_mul(0xa24b_aed4_963e_e407));
+        let mut rng =
+            Rng::new(self.seed ^ (slot.index as u64 + 1).wrapping_mul(0xa24b_aed4_963e_e407));
         let mut records = slot.planned.clone();
-        let slot_start = slot.index as i64 * FILE_PERIOD_SECONDS;
+        let slot_start = slot.index as i64 * self.period;
         for _ in 0..slot.background {
-            let offset = slot_start + rng.below(FILE_PERIOD_SECONDS as u64) as i64;
+            let offset = slot_start + rng.below(self.period as u64) as i64;
             records.push((offset, background_record(&mut rng, self.start, offset)));
         }
         records.sort_by_key(|(offset, _)| *offset);
@@ -455,9 +484,9 @@ impl Sample {
     }
 }
 
-fn place(slots: &mut [Vec<(i64, Value)>], offset: i64, record: Value) {
-    let slot = (offset.clamp(0, SAMPLE_SPAN_SECONDS - 1) / FILE_PERIOD_SECONDS) as usize;
-    slots[slot].push((offset, record));
+fn place(slots: &mut [Vec<(i64, Value)>], period: i64, offset: i64, record: Value) {
+    let slot = (offset.clamp(0, SAMPLE_SPAN_SECONDS - 1) / period) as usize;
+    slots[slot.min(slots.len() - 1)].push((offset, record));
 }
 
 /// `AWSLogs/ACCT/CloudTrail/REGION/YYYY/MM/DD/ACCT_CloudTrail_REGION_YYYYMMDDTHHMMZ_RANDOM.json.gz`
@@ -548,14 +577,20 @@ fn scenario_record(
 
 /// A stable id for a name, so every record of a scenario carries the same principal id.
 fn rng_stable_id(name: &str) -> String {
-    let mut rng = Rng::new(name.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))));
+    let mut rng = Rng::new(
+        name.bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+    );
     rng.alnum_upper(17)
 }
 
 const BACKGROUND_ROLES: [(&str, &str); 6] = [
     ("payments-api", "payments-api-task"),
     ("data-pipeline", "airflow-worker"),
-    ("aws-reserved/sso.amazonaws.com/AWSReservedSSO_ReadOnly_8a7b6c5d4e3f2a1b", "sam.lee@example.com"),
+    (
+        "aws-reserved/sso.amazonaws.com/AWSReservedSSO_ReadOnly_8a7b6c5d4e3f2a1b",
+        "sam.lee@example.com",
+    ),
     ("terraform-deployer", "terraform-run"),
     ("monitoring", "grafana"),
     ("OrganizationAccountAccessRole", "admin-break-glass"),
@@ -654,9 +689,15 @@ fn request_parameters(rng: &mut Rng, name: &str) -> Value {
             "key": format!("exports/{}/part-{:05}.parquet", rng.hex(8), rng.below(99_999)),
             "x-amz-server-side-encryption": "aws:kms"
         }),
-        "DescribeInstances" => json!({"instancesSet": {"items": [{"instanceId": format!("i-0{}", rng.hex(16))}]}, "filterSet": {}}),
-        "AssumeRole" => json!({"roleArn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:role/payments-api"), "roleSessionName": format!("payments-api-task-{}", rng.hex(8)), "durationSeconds": 3600}),
-        "Decrypt" | "GenerateDataKey" => json!({"encryptionAlgorithm": "SYMMETRIC_DEFAULT", "keyId": format!("arn:aws:kms:{SAMPLE_REGION}:{SAMPLE_ACCOUNT}:key/{}", rng.uuid())}),
+        "DescribeInstances" => {
+            json!({"instancesSet": {"items": [{"instanceId": format!("i-0{}", rng.hex(16))}]}, "filterSet": {}})
+        }
+        "AssumeRole" => {
+            json!({"roleArn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:role/payments-api"), "roleSessionName": format!("payments-api-task-{}", rng.hex(8)), "durationSeconds": 3600})
+        }
+        "Decrypt" | "GenerateDataKey" => {
+            json!({"encryptionAlgorithm": "SYMMETRIC_DEFAULT", "keyId": format!("arn:aws:kms:{SAMPLE_REGION}:{SAMPLE_ACCOUNT}:key/{}", rng.uuid())})
+        }
         _ => json!({"maxResults": 100}),
     }
 }
@@ -666,11 +707,13 @@ fn decoy_record(rng: &mut Rng, start: Timestamp, offset: i64) -> Value {
     let mut record = background_record(rng, start, offset);
     match rng.below(3) {
         0 => {
-            record["requestParameters"] = json!({"errorCode": "ExpiredToken", "message": "ExpiredToken in a parameter"});
+            record["requestParameters"] =
+                json!({"errorCode": "ExpiredToken", "message": "ExpiredToken in a parameter"});
         }
         1 => {
             record["errorCode"] = json!("AccessDenied");
-            record["errorMessage"] = json!("ExpiredToken: retry with ExpiredTokenException handling is not authorized");
+            record["errorMessage"] =
+                json!("ExpiredToken: retry with ExpiredTokenException handling is not authorized");
         }
         _ => {
             record["userAgent"] = json!("curl/8.5 \"errorCode\":\"ExpiredToken\"");
@@ -689,6 +732,7 @@ mod tests {
             seed: 7,
             records,
             start: Timestamp::parse("2026-11-26T00:00:00Z").expect("time"),
+            file_period: DEFAULT_FILE_PERIOD_SECONDS,
         }
     }
 
@@ -705,8 +749,14 @@ mod tests {
         assert_eq!(ma, mb);
         assert_eq!(a.len(), b.len());
         assert_eq!(a[3].records, b[3].records);
-        let (_, other) = generate(&SampleSpec { seed: 8, ..spec(500) });
-        assert_ne!(ma.scenarios[0].access_key_id, other.scenarios[0].access_key_id);
+        let (_, other) = generate(&SampleSpec {
+            seed: 8,
+            ..spec(500)
+        });
+        assert_ne!(
+            ma.scenarios[0].access_key_id,
+            other.scenarios[0].access_key_id
+        );
     }
 
     #[test]
@@ -714,7 +764,27 @@ mod tests {
         let (files, manifest) = generate(&spec(7200));
         assert_eq!(files.len(), 72);
         assert!(files.iter().all(|f| f.records.len() >= 100));
-        assert_eq!(manifest.records, 7200 + files.iter().map(|f| f.records.len() as u64 - 100).sum::<u64>() - manifest.duplicate_records);
+        assert_eq!(
+            manifest.records,
+            7200 + files
+                .iter()
+                .map(|f| f.records.len() as u64 - 100)
+                .sum::<u64>()
+                - manifest.duplicate_records
+        );
+    }
+
+    #[test]
+    fn one_file_for_the_whole_span() {
+        let (files, manifest) = generate(&SampleSpec {
+            file_period: SAMPLE_SPAN_SECONDS,
+            ..spec(300)
+        });
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            files[0].records.len() as u64,
+            manifest.records + manifest.duplicate_records
+        );
     }
 
     #[test]
@@ -731,9 +801,19 @@ mod tests {
             .flat_map(|f| &f.records)
             .filter(|r| r["errorCode"] == "ExpiredToken")
             .count() as u64;
-        assert_eq!(expired, manifest.expired_token_errors + manifest.duplicate_records);
+        assert_eq!(
+            expired,
+            manifest.expired_token_errors + manifest.duplicate_records
+        );
         assert_eq!(manifest.scenarios.len(), 6);
         assert_eq!(manifest.caching_scenarios.len(), 5);
-        assert_eq!(manifest.scenarios.iter().find(|s| !s.caching).map(|s| s.failures), Some(1));
+        assert_eq!(
+            manifest
+                .scenarios
+                .iter()
+                .find(|s| !s.caching)
+                .map(|s| s.failures),
+            Some(1)
+        );
     }
 }

@@ -40,7 +40,10 @@ pub struct Failure {
 
 impl Failure {
     /// Builds the failure a decoded record stands for, if it is one.
-    pub fn from_record(record: &Record<'_>, codes: &ErrorCodes) -> Result<Option<Self>, RecordProblem> {
+    pub fn from_record(
+        record: &Record<'_>,
+        codes: &ErrorCodes,
+    ) -> Result<Option<Self>, RecordProblem> {
         let error_code = text(&record.error_code);
         let kind = match codes.classify(error_code) {
             Classification::ExpiredToken => FailureKind::ExpiredToken,
@@ -245,7 +248,13 @@ mod tests {
         );
         let (failures, problems, counts) = scan(&input, Validation::Structure);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(counts, SourceCounts { records: 4, malformed: 0 });
+        assert_eq!(
+            counts,
+            SourceCounts {
+                records: 4,
+                malformed: 0
+            }
+        );
         assert_eq!(failures.len(), 2);
         assert_eq!(failures[0].kind, FailureKind::ExpiredToken);
         assert_eq!(failures[0].identity.principal, "arn:aws:iam::1:role/r");
@@ -272,10 +281,27 @@ mod tests {
         let input = r#"[{"errorCode":5},{"errorCode":"ExpiredToken"},{"errorCode":"ExpiredToken","eventTime":"noon"}]"#;
         let (failures, problems, counts) = scan(input, Validation::Structure);
         assert!(failures.is_empty());
-        assert_eq!(counts, SourceCounts { records: 3, malformed: 3 });
-        assert!(problems[0].starts_with("record #1 at byte 1: not a valid CloudTrail record"), "{}", problems[0]);
-        assert_eq!(problems[1], "record #2 at byte 17: a credential error without eventTime");
-        assert!(problems[2].contains("not an RFC 3339 time"), "{}", problems[2]);
+        assert_eq!(
+            counts,
+            SourceCounts {
+                records: 3,
+                malformed: 3
+            }
+        );
+        assert!(
+            problems[0].starts_with("record #1 at byte 1: not a valid CloudTrail record"),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(
+            problems[1],
+            "record #2 at byte 17: a credential error without eventTime"
+        );
+        assert!(
+            problems[2].contains("not an RFC 3339 time"),
+            "{}",
+            problems[2]
+        );
     }
 
     #[test]
@@ -283,13 +309,20 @@ mod tests {
         let input = r#"[{"eventTime":7},{"eventTime":"2024-05-01T10:00:00Z"}]"#;
         assert_eq!(scan(input, Validation::Structure).2.malformed, 0);
         let (_, problems, counts) = scan(input, Validation::Full);
-        assert_eq!(counts, SourceCounts { records: 2, malformed: 1 });
+        assert_eq!(
+            counts,
+            SourceCounts {
+                records: 2,
+                malformed: 1
+            }
+        );
         assert!(problems[0].starts_with("record #1"), "{problems:?}");
     }
 
     #[test]
     fn logstash_exports_use_their_timestamp() {
-        let input = r#"{"@timestamp":"2020-09-14T00:44:23.000Z","errorCode":"ExpiredToken","eventID":"x"}"#;
+        let input =
+            r#"{"@timestamp":"2020-09-14T00:44:23.000Z","errorCode":"ExpiredToken","eventID":"x"}"#;
         let (failures, _, _) = scan(input, Validation::Structure);
         assert_eq!(failures[0].time.rfc3339(), "2020-09-14T00:44:23Z");
     }

@@ -215,7 +215,13 @@ mod tests {
     #[test]
     fn duplicates_count_once() {
         let mut tally = Tally::new();
-        let f = failure("e1", "2024-05-01T10:00:10Z", "build-1", "ASIA1", "ExpiredToken");
+        let f = failure(
+            "e1",
+            "2024-05-01T10:00:10Z",
+            "build-1",
+            "ASIA1",
+            "ExpiredToken",
+        );
         assert!(tally.add(&f));
         assert!(!tally.add(&f));
         assert!(!tally.add(&f));
@@ -228,11 +234,41 @@ mod tests {
     fn per_principal_session_and_minute() {
         let mut tally = Tally::new();
         for f in [
-            failure("e1", "2024-05-01T10:00:10Z", "build-1", "ASIA1", "ExpiredToken"),
-            failure("e2", "2024-05-01T10:00:50Z", "build-1", "ASIA1", "ExpiredToken"),
-            failure("e3", "2024-05-01T10:07:00Z", "build-1", "ASIA2", "ExpiredTokenException"),
-            failure("e4", "2024-05-01T10:01:00Z", "build-2", "ASIA3", "ExpiredToken"),
-            failure("e5", "2024-05-01T10:01:00Z", "build-2", "ASIA3", "InvalidClientTokenId"),
+            failure(
+                "e1",
+                "2024-05-01T10:00:10Z",
+                "build-1",
+                "ASIA1",
+                "ExpiredToken",
+            ),
+            failure(
+                "e2",
+                "2024-05-01T10:00:50Z",
+                "build-1",
+                "ASIA1",
+                "ExpiredToken",
+            ),
+            failure(
+                "e3",
+                "2024-05-01T10:07:00Z",
+                "build-1",
+                "ASIA2",
+                "ExpiredTokenException",
+            ),
+            failure(
+                "e4",
+                "2024-05-01T10:01:00Z",
+                "build-2",
+                "ASIA3",
+                "ExpiredToken",
+            ),
+            failure(
+                "e5",
+                "2024-05-01T10:01:00Z",
+                "build-2",
+                "ASIA3",
+                "InvalidClientTokenId",
+            ),
         ] {
             tally.add(&f);
         }
@@ -242,7 +278,10 @@ mod tests {
         assert_eq!(ci.account_id.as_deref(), Some("111122223333"));
         let b1 = &ci.sessions[&Some("build-1".to_owned())];
         assert_eq!(b1.expired, 3);
-        assert_eq!(b1.access_key_ids.iter().collect::<Vec<_>>(), ["ASIA1", "ASIA2"]);
+        assert_eq!(
+            b1.access_key_ids.iter().collect::<Vec<_>>(),
+            ["ASIA1", "ASIA2"]
+        );
         assert_eq!(b1.first.rfc3339(), "2024-05-01T10:00:10Z");
         assert_eq!(b1.last.rfc3339(), "2024-05-01T10:07:00Z");
         assert_eq!(b1.max_credential_age, Some(4020));
@@ -267,6 +306,9 @@ mod tests {
             Timestamp::parse("2024-05-01T10:00:00Z").expect("t"),
             "arn:aws:iam::111122223333:role/ci".to_owned(),
         )];
-        assert_eq!((age.count, age.min, age.max, age.sum), (2, 3610.0, 3650.0, 7260.0));
+        assert_eq!(
+            (age.count, age.min, age.max, age.sum),
+            (2, 3610.0, 3650.0, 7260.0)
+        );
     }
 }

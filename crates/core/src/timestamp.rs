@@ -119,6 +119,9 @@ mod tests {
 
     #[test]
     fn human_form_is_utc_labelled() {
-        assert_eq!(Timestamp::from_unix(1_688_991_075).human(), "2023-07-10 12:11:15 UTC");
+        assert_eq!(
+            Timestamp::from_unix(1_688_991_075).human(),
+            "2023-07-10 12:11:15 UTC"
+        );
     }
 }

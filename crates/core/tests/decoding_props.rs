@@ -75,14 +75,21 @@ fn frame(records: &[Value], framing: Framing) -> Vec<u8> {
         Framing::Container => json!({ "Records": records }).to_string(),
         Framing::Array => Value::Array(records.to_vec()).to_string(),
         Framing::Ndjson => records.iter().map(|r| format!("{r}\n")).collect(),
-        Framing::Pretty => serde_json::to_string_pretty(&json!({"Records": records, "trailer": {"k": [1]}}))
-            .unwrap_or_default(),
+        Framing::Pretty => {
+            serde_json::to_string_pretty(&json!({"Records": records, "trailer": {"k": [1]}}))
+                .unwrap_or_default()
+        }
     };
     text.into_bytes()
 }
 
 fn split_all(data: Vec<u8>, sizes: Vec<usize>) -> (Vec<Value>, usize) {
-    let mut stream = RecordStream::new(Chunked { data, at: 0, sizes, turn: 0 });
+    let mut stream = RecordStream::new(Chunked {
+        data,
+        at: 0,
+        sizes,
+        turn: 0,
+    });
     let (mut records, mut errors) = (Vec::new(), 0);
     while let Some(item) = stream.next_record() {
         match item {
