@@ -62,6 +62,29 @@ pub struct ScanArgs {
     /// Never show the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Print each incident's alert as on-call would receive it (in the JSON report: an `alerts` list).
+    #[arg(long)]
+    pub alerts: bool,
+    /// An incident needs at least this many expired-token failures of one credential...
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_failures: u64,
+    /// ...the first and last at least this many seconds apart.
+    #[arg(long, default_value_t = 300)]
+    pub min_span: u64,
+    /// An incident whose last failure is this many seconds before the scan's latest failure is reported resolved.
+    #[arg(long, default_value_t = 1800)]
+    pub quiet: u64,
+}
+
+impl ScanArgs {
+    pub fn policy(&self) -> tokenwatch_core::detect::Policy {
+        tokenwatch_core::detect::Policy {
+            min_failures: self.min_failures,
+            min_span_seconds: i64::try_from(self.min_span).unwrap_or(i64::MAX),
+            quiet_seconds: i64::try_from(self.quiet).unwrap_or(i64::MAX),
+            ..tokenwatch_core::detect::Policy::default()
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
+use tokenwatch_core::alert::{self, Alert};
+use tokenwatch_core::detect::{
+    CredentialState, Notice, NoticeKind, Observations, Policy, observe_into,
+};
+use tokenwatch_core::report::IncidentReport;
 use tokenwatch_core::{
     ErrorCodes, Failure, Problem, ScanReport, Scanner, SourceCounts, Tally, Validation,
 };
@@ -35,6 +40,8 @@ enum Message {
 #[derive(Debug)]
 pub struct ScanOutcome {
     pub tally: Tally,
+    /// Expired-token failures per credential, for detection.
+    pub observations: Observations,
     pub elapsed: Duration,
     pub sources: usize,
     pub problems: u64,
@@ -58,20 +65,70 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
     }
     let progress = !args.no_progress && io::stderr().is_terminal();
     let outcome = scan_sources(&sources, &scanner, progress, |line| eprintln!("{line}"));
-    let report = ScanReport::new(&outcome.tally, Vec::new());
+    let policy = args.policy();
+    let report = ScanReport::new(
+        &outcome.tally,
+        IncidentReport::all(&outcome.observations, &policy),
+    );
+    let alerts = if args.alerts {
+        alerts(&outcome.observations, &policy)
+    } else {
+        Vec::new()
+    };
     let mut out = io::stdout().lock();
     match args.format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &report)?;
+            let mut json = serde_json::to_value(&report)?;
+            if args.alerts {
+                json["alerts"] = alerts
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({"subject": a.subject, "body": a.body, "payload": a.payload, "attributes": a.attributes})
+                    })
+                    .collect();
+            }
+            serde_json::to_writer_pretty(&mut out, &json)?;
             writeln!(out)?;
         }
-        Format::Table => out.write_all(table::render(&report, &outcome).as_bytes())?,
+        Format::Table => {
+            out.write_all(table::render(&report, &outcome, &policy).as_bytes())?;
+            for (i, alert) in alerts.iter().enumerate() {
+                writeln!(
+                    out,
+                    "\n=== Alert {} of {} ===\nSubject: {}\n\n{}",
+                    i + 1,
+                    alerts.len(),
+                    alert.subject,
+                    alert.body
+                )?;
+            }
+        }
     }
     Ok(if unusable.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The "opened" alert of each incident, as on-call would have received it, with the scan's final figures.
+fn alerts(observations: &Observations, policy: &Policy) -> Vec<Alert> {
+    let mut incidents: Vec<_> = observations.values().filter(|o| o.meets(policy)).collect();
+    incidents.sort_by(|a, b| {
+        b.failures
+            .cmp(&a.failures)
+            .then_with(|| a.credential.cmp(&b.credential))
+    });
+    incidents
+        .into_iter()
+        .map(|observation| {
+            let (state, _) = CredentialState::first(observation, policy, observation.last_failure);
+            alert::render(&Notice {
+                kind: NoticeKind::Opened,
+                state,
+            })
+        })
+        .collect()
 }
 
 fn display_paths(paths: &[std::path::PathBuf]) -> String {
@@ -102,6 +159,7 @@ pub fn scan_sources(
     );
     let (tx, rx) = mpsc::sync_channel::<Message>(CHANNEL_DEPTH);
     let mut tally = Tally::new();
+    let mut observations = Observations::new();
     let mut problems_by_source: HashMap<usize, usize> = HashMap::new();
     let mut problems = 0u64;
     std::thread::scope(|scope| {
@@ -129,7 +187,9 @@ pub fn scan_sources(
             };
             match message {
                 Message::Failure(failure) => {
-                    tally.add(&failure);
+                    if tally.add(&failure) {
+                        observe_into(&mut observations, &failure);
+                    }
                 }
                 Message::Done(counts) => tally.add_counts(counts),
                 Message::Problem(index, problem) => {
@@ -160,6 +220,7 @@ pub fn scan_sources(
     }
     ScanOutcome {
         tally,
+        observations,
         elapsed: started.elapsed(),
         sources: sources.len(),
         problems,

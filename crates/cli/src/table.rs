@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use tokenwatch_core::ScanReport;
+use tokenwatch_core::detect::Policy;
 use tokenwatch_core::timestamp::human_duration;
 
 use crate::ScanOutcome;
@@ -10,7 +11,7 @@ use crate::ScanOutcome;
 /// Keys listed per session before the rest are only counted.
 const KEYS_SHOWN: usize = 2;
 
-pub fn render(report: &ScanReport, outcome: &ScanOutcome) -> String {
+pub fn render(report: &ScanReport, outcome: &ScanOutcome, policy: &Policy) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -24,6 +25,61 @@ pub fn render(report: &ScanReport, outcome: &ScanOutcome) -> String {
     );
     out.push('\n');
     out.push_str(&render_body(report));
+    out.push_str(&render_incidents(report, policy));
+    out
+}
+
+/// The incidents: one line each, what on-call would be paged for.
+pub fn render_incidents(report: &ScanReport, policy: &Policy) -> String {
+    let mut out = String::new();
+    let rule = format!(
+        "at least {} failures of one credential over at least {}",
+        policy.min_failures,
+        human_duration(policy.min_span_seconds)
+    );
+    if report.incidents.is_empty() {
+        let _ = writeln!(out, "\nNo stale-credential incidents ({rule}).");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{} stale-credential incident{} ({rule}); --alerts prints what on-call receives:\n",
+        report.incidents.len(),
+        plural(report.incidents.len() as u64)
+    );
+    let mut rows = vec![[
+        "ACCESS KEY".to_owned(),
+        "FAILURES".to_owned(),
+        "FOR".to_owned(),
+        "AGE".to_owned(),
+        "LIKELY CAUSE".to_owned(),
+        "PRINCIPAL / SESSION".to_owned(),
+    ]];
+    for incident in &report.incidents {
+        let name = incident
+            .principal
+            .rsplit(['/', ':'])
+            .next()
+            .unwrap_or(&incident.principal);
+        rows.push([
+            incident
+                .access_key_id
+                .clone()
+                .unwrap_or_else(|| "(none)".to_owned()),
+            thousands(incident.failures),
+            human_duration(incident.last_failure.seconds_since(incident.first_failure)),
+            incident
+                .credential_age_seconds
+                .map(human_duration)
+                .unwrap_or_default(),
+            incident.likely_cause.clone(),
+            match &incident.session_name {
+                Some(session) => format!("{name} / {session}"),
+                None => name.to_owned(),
+            },
+        ]);
+    }
+    out.push_str(&aligned(&rows));
     out
 }
 

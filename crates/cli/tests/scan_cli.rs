@@ -117,6 +117,54 @@ fn a_scan_of_sample_data_matches_what_was_written() {
         .collect();
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
 
+    // Every caching scenario is an incident with the cause it was written as; the well-behaved SDK is not.
+    let incidents = report["incidents"].as_array().expect("list");
+    let caching: Vec<&Value> = manifest["scenarios"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|s| s["caching"] == true)
+        .collect();
+    assert_eq!(incidents.len(), caching.len());
+    for scenario in caching {
+        let incident = incidents
+            .iter()
+            .find(|i| i["access_key_id"] == scenario["access_key_id"])
+            .unwrap_or_else(|| panic!("no incident for {}", scenario["name"]));
+        assert_eq!(
+            incident["likely_cause"], scenario["likely_cause"],
+            "{}",
+            scenario["name"]
+        );
+        assert_eq!(incident["failures"], scenario["failures"]);
+        assert_eq!(incident["principal"], scenario["principal"]);
+        assert!(
+            incident["source_ips"]
+                .as_array()
+                .is_some_and(|ips| ips.len() == 1)
+        );
+    }
+    let stricter = json_report(&["scan", out, "--format", "json", "--min-failures", "70"]).0;
+    assert_eq!(
+        stricter["incidents"].as_array().map(Vec::len),
+        Some(1),
+        "only the build job failed 70+ times"
+    );
+
+    let with_alerts = json_report(&["scan", out, "--format", "json", "--alerts"]).0;
+    let alerts = with_alerts["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), incidents.len());
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["subject"].as_str().is_some_and(|s| s.len() < 100))
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["body"].as_str().is_some_and(|b| b.contains("WHAT TO DO")))
+    );
+
     let table = tokenwatch(&["scan", out]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::record::{Record, UserIdentity, text};
 use crate::timestamp::Timestamp;
@@ -62,7 +62,7 @@ pub struct Identity {
 
 /// What identifies one credential for counting and detection: the access key id, or, when a record has
 /// none, the principal with its session name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CredentialKey {
     AccessKey(String),

@@ -3,9 +3,12 @@
 //! The flow: [`decode`] splits input into records, [`scan`] decodes the records that can matter and
 //! classifies them ([`classify`], [`identity`]), [`tally`] aggregates, [`report`] presents.
 
+pub mod alert;
+pub mod cause;
 pub mod classify;
 pub mod contract;
 pub mod decode;
+pub mod detect;
 pub mod identity;
 pub mod record;
 pub mod report;

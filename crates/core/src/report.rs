@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::detect::{Observation, Observations, Policy};
 use crate::tally::Tally;
 use crate::timestamp::Timestamp;
 
@@ -48,9 +49,52 @@ pub struct IncidentReport {
     pub last_failure: Timestamp,
     pub credential_age_seconds: Option<i64>,
     pub likely_cause: String,
+    /// `open`, or `resolved` when the scan's latest failure came `quiet` seconds or more after this one's last.
+    pub status: &'static str,
     pub source_ips: Vec<String>,
     pub user_agents: Vec<String>,
     pub services: Vec<String>,
+}
+
+impl IncidentReport {
+    pub fn new(observation: &Observation, status: &'static str) -> Self {
+        Self {
+            access_key_id: observation.access_key_id().map(str::to_owned),
+            principal: observation.facts.principal.clone(),
+            account_id: observation.account_id.clone(),
+            session_name: observation.facts.session_name.clone(),
+            failures: observation.failures,
+            first_failure: observation.first_failure,
+            last_failure: observation.last_failure,
+            credential_age_seconds: observation.credential_age_seconds(),
+            likely_cause: observation.likely_cause().id().to_owned(),
+            status,
+            source_ips: observation.source_ips.values(),
+            user_agents: observation.user_agents.values(),
+            services: observation.calls.values(),
+        }
+    }
+
+    /// The incidents among the observations, most failures first.
+    pub fn all(observations: &Observations, policy: &Policy) -> Vec<Self> {
+        let latest = observations.values().map(|o| o.last_failure).max();
+        let mut incidents: Vec<Self> = observations
+            .values()
+            .filter(|o| o.meets(policy))
+            .map(|o| {
+                let quiet =
+                    latest.is_some_and(|l| l.seconds_since(o.last_failure) >= policy.quiet_seconds);
+                Self::new(o, if quiet { "resolved" } else { "open" })
+            })
+            .collect();
+        incidents.sort_by(|a, b| {
+            b.failures
+                .cmp(&a.failures)
+                .then_with(|| a.first_failure.cmp(&b.first_failure))
+                .then_with(|| a.access_key_id.cmp(&b.access_key_id))
+        });
+        incidents
+    }
 }
 
 impl ScanReport {

@@ -104,6 +104,8 @@ pub struct Scenario {
     pub calls: &'static [(&'static str, &'static str)],
     /// Whether a process caching credentials is what is going on (an incident is expected).
     pub caching: bool,
+    /// The cause detection should name (DESIGN.md's identifiers).
+    pub likely_cause: &'static str,
 }
 
 impl Scenario {
@@ -151,6 +153,7 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
                 ("ecr.amazonaws.com", "GetAuthorizationToken"),
             ],
             caching: true,
+            likely_cause: "assume_role_session_elapsed",
         },
         Scenario {
             name: "sso-session-lapsed",
@@ -171,6 +174,7 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
                 ("sts.amazonaws.com", "GetCallerIdentity"),
             ],
             caching: true,
+            likely_cause: "sso_session_expired",
         },
         Scenario {
             name: "instance-profile-cached",
@@ -191,6 +195,7 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
                 ("sqs.amazonaws.com", "SendMessage"),
             ],
             caching: true,
+            likely_cause: "instance_profile_cached",
         },
         Scenario {
             name: "eks-web-identity-cached",
@@ -207,6 +212,7 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
             source_ip: "10.20.64.9",
             calls: &[("s3.amazonaws.com", "PutObject")],
             caching: true,
+            likely_cause: "web_identity_cached",
         },
         Scenario {
             name: "get-session-token-window",
@@ -227,6 +233,7 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
                 ("s3.amazonaws.com", "ListObjects"),
             ],
             caching: true,
+            likely_cause: "session_token_window_closed",
         },
         Scenario {
             name: "sdk-refreshes-correctly",
@@ -243,6 +250,7 @@ pub fn scenarios(rng: &mut Rng, start: Timestamp) -> Vec<Scenario> {
             source_ip: "10.20.5.61",
             calls: &[("sqs.amazonaws.com", "ReceiveMessage")],
             caching: false,
+            likely_cause: "assume_role_session_elapsed",
         },
     ]
 }
@@ -283,6 +291,7 @@ pub struct ScenarioSummary {
     pub access_key_id: String,
     pub failures: u64,
     pub caching: bool,
+    pub likely_cause: String,
     pub description: String,
 }
 
@@ -379,6 +388,7 @@ impl Sample {
                 access_key_id: scenario.access_key_id.clone(),
                 failures,
                 caching: scenario.caching,
+                likely_cause: scenario.likely_cause.to_owned(),
                 description: scenario.description.to_owned(),
             });
         }
