@@ -12,15 +12,26 @@ PYTHON ?= python3
 TOKENWATCH_BIN := target/debug/tokenwatch
 TOKENWATCH_RELEASE_BIN := target/release/tokenwatch
 DEMO_DIR := demo-data
+TOOLS_VENV := .venv/tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
 include infra/infra.mk
 
-.PHONY: demo test lint bench build deploy clean test-rust lint-rust $(TOKENWATCH_BIN) $(TOKENWATCH_RELEASE_BIN)
+.PHONY: demo test lint bench build deploy clean tools test-rust lint-rust $(TOKENWATCH_BIN) $(TOKENWATCH_RELEASE_BIN)
 
 test: lint-rust test-rust infra-lint infra-test
 
-test-rust:
-	$(CARGO) test --workspace --locked
+# The local AWS emulator (moto) and cargo-lambda, from PyPI, rebuilt only when the pins change.
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): tools/requirements.txt
+	rm -rf $(TOOLS_VENV)
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+test-rust: $(TOOLS_STAMP)
+	PATH="$(CURDIR)/$(TOOLS_VENV)/bin:$$PATH" $(CARGO) test --workspace --locked
 
 lint: lint-rust infra-lint
 

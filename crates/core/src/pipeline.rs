@@ -1,0 +1,309 @@
+//! What one delivery does to the outside world, in an order that loses nothing and pages once:
+//!
+//! 1. claim the failures' `eventID`s (a redelivered record is already claimed and is skipped);
+//! 2. publish the counts; if that fails, give the claims back and fail the delivery, so a retry counts again;
+//! 3. merge each credential's failures into its incident state; if that fails for a credential, give its
+//!    claims back and fail the deliveries it came from (a retry may count its metrics twice, but detection
+//!    sees every failure once);
+//! 4. publish incidents opened, send the alerts due and confirm them; an alert that cannot be sent stays
+//!    pending in the state and the scheduled sweep sends it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use crate::alert;
+use crate::detect::{Detector, IncidentStore, Notice, NoticeKind, Observations, observe_into};
+use crate::identity::CredentialKey;
+use crate::metrics::{MetricInputs, metric_data, within_window};
+use crate::ports::{EventClaims, MetricsSink, Notifier};
+use crate::scan::{Failure, FailureKind, SourceCounts};
+use crate::tally::Tally;
+use crate::timestamp::Timestamp;
+
+/// The outside world a delivery needs.
+#[derive(Debug)]
+pub struct Ports<'a, M, N, S, C> {
+    pub metrics: &'a M,
+    pub notifier: &'a N,
+    pub detector: &'a Detector<S>,
+    pub claims: &'a C,
+}
+
+/// Where failures came from within an invocation (an SQS message, or the whole event), so a failure to
+/// process them fails just that origin.
+pub type Origin = usize;
+
+/// What an invocation read.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub failures: Vec<(Failure, Origin)>,
+    /// Records scanned and malformed, per origin and `Source` value.
+    pub sources: Vec<(Origin, &'static str, SourceCounts)>,
+}
+
+/// What happened, for the invocation's log line and response.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub failed_origins: BTreeSet<Origin>,
+    pub counted: u64,
+    pub duplicates: u64,
+    pub metric_data: usize,
+    pub metrics_outside_window: usize,
+    pub opened: usize,
+    pub alerts_sent: usize,
+    pub alerts_pending: usize,
+    /// One line per problem, for the logs.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub now: Timestamp,
+    pub max_session_series: usize,
+}
+
+pub async fn process<M, N, S, C>(
+    ports: &Ports<'_, M, N, S, C>,
+    delivery: Delivery,
+    settings: Settings,
+) -> Outcome
+where
+    M: MetricsSink,
+    N: Notifier,
+    S: IncidentStore,
+    C: EventClaims,
+{
+    let mut outcome = Outcome::default();
+    let failures = unique_events(delivery.failures, &mut outcome);
+
+    // 1. Claims.
+    let ids: Vec<String> = failures
+        .iter()
+        .filter_map(|(f, _)| f.event_id.clone())
+        .collect();
+    let fresh: HashSet<String> = match ports.claims.claim(&ids).await {
+        Ok(new) => ids
+            .iter()
+            .zip(new)
+            .filter(|(_, new)| *new)
+            .map(|(id, _)| id.clone())
+            .collect(),
+        Err(e) => {
+            outcome.errors.push(format!("claiming event ids: {e}"));
+            outcome
+                .failed_origins
+                .extend(failures.iter().map(|(_, origin)| *origin));
+            let failed = outcome.failed_origins.clone();
+            publish_sources(ports, &delivery.sources, &failed, settings, &mut outcome).await;
+            return outcome;
+        }
+    };
+    let (new, seen): (Vec<_>, Vec<_>) = failures
+        .into_iter()
+        .partition(|(f, _)| f.event_id.as_ref().is_none_or(|id| fresh.contains(id)));
+    outcome.duplicates += seen.len() as u64;
+    let claimed: Vec<String> = new.iter().filter_map(|(f, _)| f.event_id.clone()).collect();
+
+    // 2. Counts.
+    let mut tally = Tally::new();
+    let mut observations = Observations::new();
+    let mut origins_of: BTreeMap<CredentialKey, (BTreeSet<Origin>, Vec<String>)> = BTreeMap::new();
+    for (failure, origin) in &new {
+        tally.add(failure);
+        observe_into(&mut observations, failure);
+        if failure.kind == FailureKind::ExpiredToken {
+            let entry = origins_of
+                .entry(failure.identity.credential_key())
+                .or_default();
+            entry.0.insert(*origin);
+            entry.1.extend(failure.event_id.clone());
+        }
+    }
+    outcome.counted = new.len() as u64;
+    let sources = live_sources(&delivery.sources, &BTreeSet::new());
+    let data = metric_data(&MetricInputs {
+        tally: Some(&tally),
+        sources,
+        notices: &[],
+        now: settings.now,
+        max_session_series: settings.max_session_series,
+    });
+    if let Err(e) = publish(ports.metrics, data, settings.now, &mut outcome).await {
+        outcome.errors.push(format!("publishing metrics: {e}"));
+        give_back(ports.claims, &claimed, &mut outcome).await;
+        outcome
+            .failed_origins
+            .extend(new.iter().map(|(_, origin)| *origin));
+        return outcome;
+    }
+
+    // 3. Incident state.
+    let mut notices: Vec<Notice> = Vec::new();
+    for (credential, observation) in &observations {
+        match ports.detector.observe(observation, settings.now).await {
+            Ok(notice) => notices.extend(notice),
+            Err(e) => {
+                outcome
+                    .errors
+                    .push(format!("updating incident state of {credential}: {e}"));
+                if let Some((origins, ids)) = origins_of.get(credential) {
+                    give_back(ports.claims, ids, &mut outcome).await;
+                    outcome.failed_origins.extend(origins.iter().copied());
+                }
+            }
+        }
+    }
+
+    // 4. Incidents opened, alerts.
+    let opened: Vec<Notice> = notices
+        .iter()
+        .filter(|n| n.kind == NoticeKind::Opened)
+        .cloned()
+        .collect();
+    outcome.opened = opened.len();
+    if !opened.is_empty() {
+        let data = metric_data(&MetricInputs {
+            tally: None,
+            sources: Vec::new(),
+            notices: &opened,
+            now: settings.now,
+            max_session_series: settings.max_session_series,
+        });
+        if let Err(e) = publish(ports.metrics, data, settings.now, &mut outcome).await {
+            outcome
+                .errors
+                .push(format!("publishing incident metrics: {e}"));
+        }
+    }
+    deliver(ports, &notices, settings.now, &mut outcome).await;
+    outcome
+}
+
+/// The scheduled sweep: resolve quiet incidents, re-send unconfirmed alerts, send updates due.
+pub async fn sweep<M, N, S, C>(ports: &Ports<'_, M, N, S, C>, now: Timestamp) -> Outcome
+where
+    M: MetricsSink,
+    N: Notifier,
+    S: IncidentStore,
+    C: EventClaims,
+{
+    let mut outcome = Outcome::default();
+    match ports.detector.sweep(now).await {
+        Ok(notices) => deliver(ports, &notices, now, &mut outcome).await,
+        Err(e) => outcome.errors.push(format!("sweeping incidents: {e}")),
+    }
+    outcome
+}
+
+/// Keeps the first of each `eventID` within the delivery.
+fn unique_events(
+    failures: Vec<(Failure, Origin)>,
+    outcome: &mut Outcome,
+) -> Vec<(Failure, Origin)> {
+    let mut seen = HashSet::new();
+    let before = failures.len();
+    let unique: Vec<_> = failures
+        .into_iter()
+        .filter(|(f, _)| f.event_id.as_ref().is_none_or(|id| seen.insert(id.clone())))
+        .collect();
+    outcome.duplicates += (before - unique.len()) as u64;
+    unique
+}
+
+fn live_sources(
+    sources: &[(Origin, &'static str, SourceCounts)],
+    failed: &BTreeSet<Origin>,
+) -> Vec<(&'static str, SourceCounts)> {
+    let mut by_source: BTreeMap<&'static str, SourceCounts> = BTreeMap::new();
+    for (origin, source, counts) in sources {
+        if failed.contains(origin) {
+            continue;
+        }
+        let total = by_source.entry(source).or_default();
+        total.records += counts.records;
+        total.malformed += counts.malformed;
+    }
+    by_source.into_iter().collect()
+}
+
+async fn publish_sources<M, N, S, C>(
+    ports: &Ports<'_, M, N, S, C>,
+    sources: &[(Origin, &'static str, SourceCounts)],
+    failed: &BTreeSet<Origin>,
+    settings: Settings,
+    outcome: &mut Outcome,
+) where
+    M: MetricsSink,
+{
+    let data = metric_data(&MetricInputs {
+        tally: None,
+        sources: live_sources(sources, failed),
+        notices: &[],
+        now: settings.now,
+        max_session_series: settings.max_session_series,
+    });
+    if let Err(e) = publish(ports.metrics, data, settings.now, outcome).await {
+        outcome
+            .errors
+            .push(format!("publishing record counts: {e}"));
+    }
+}
+
+async fn publish<M: MetricsSink>(
+    metrics: &M,
+    data: Vec<crate::metrics::MetricDatum>,
+    now: Timestamp,
+    outcome: &mut Outcome,
+) -> Result<(), M::Error> {
+    let (data, outside) = within_window(data, now);
+    outcome.metrics_outside_window += outside.len();
+    if data.is_empty() {
+        return Ok(());
+    }
+    metrics.publish(&data).await?;
+    outcome.metric_data += data.len();
+    Ok(())
+}
+
+async fn give_back<C: EventClaims>(claims: &C, ids: &[String], outcome: &mut Outcome) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = claims.release(ids).await {
+        outcome.errors.push(format!(
+            "releasing {} event ids after a failure (a retry will skip them): {e}",
+            ids.len()
+        ));
+    }
+}
+
+async fn deliver<M, N, S, C>(
+    ports: &Ports<'_, M, N, S, C>,
+    notices: &[Notice],
+    now: Timestamp,
+    outcome: &mut Outcome,
+) where
+    N: Notifier,
+    S: IncidentStore,
+{
+    for notice in notices {
+        let rendered = alert::render(notice);
+        match ports.notifier.send(&rendered).await {
+            Ok(()) => {
+                outcome.alerts_sent += 1;
+                if let Err(e) = ports.detector.mark_sent(notice, now).await {
+                    outcome.errors.push(format!(
+                        "confirming the {:?} alert for {} (the sweep may send it again): {e}",
+                        notice.kind, notice.state.observation.credential
+                    ));
+                }
+            }
+            Err(e) => {
+                outcome.alerts_pending += 1;
+                outcome.errors.push(format!(
+                    "sending the {:?} alert for {} (pending; the sweep will retry): {e}",
+                    notice.kind, notice.state.observation.credential
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The delivery pipeline over in-memory ports, including ports that fail: nothing is lost, nothing is paged
+//! twice, a redelivery counts nothing twice.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokenwatch_core::alert::Alert;
+use tokenwatch_core::contract::metric;
+use tokenwatch_core::detect::{
+    CredentialState, Detector, IncidentStore, MemoryStore, Policy, Versioned,
+};
+use tokenwatch_core::identity::CredentialKey;
+use tokenwatch_core::metrics::MetricDatum;
+use tokenwatch_core::pipeline::{Delivery, Ports, Settings, process, sweep};
+use tokenwatch_core::ports::{
+    EventClaims, FakeError, MemoryClaims, MemoryMetrics, MemoryNotifier, MetricsSink, Notifier,
+};
+use tokenwatch_core::record::Record;
+use tokenwatch_core::{ErrorCodes, Failure, SourceCounts, Timestamp};
+
+const T0: i64 = 1_780_000_000;
+
+fn failure(id: &str, key: &str, at: i64, code: &str) -> Failure {
+    let json = format!(
+        r#"{{"eventID":"{id}","eventTime":"{}","errorCode":"{code}","eventSource":"s3.amazonaws.com","eventName":"GetObject",
+        "userIdentity":{{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/etl/run-{key}","accountId":"111122223333",
+        "accessKeyId":"{key}","sessionContext":{{"sessionIssuer":{{"arn":"arn:aws:iam::111122223333:role/etl"}}}}}}}}"#,
+        Timestamp::from_unix(at).rfc3339()
+    );
+    Failure::from_record(
+        &Record::from_slice(json.as_bytes()).expect("record"),
+        &ErrorCodes::default(),
+    )
+    .expect("valid")
+    .expect("failure")
+}
+
+/// Three expired-token failures over ten minutes from one key (origin 0), one from another key (origin 1).
+fn delivery() -> Delivery {
+    Delivery {
+        failures: vec![
+            (failure("a1", "ASIAONE", T0, "ExpiredToken"), 0),
+            (failure("a2", "ASIAONE", T0 + 300, "ExpiredToken"), 0),
+            (failure("a3", "ASIAONE", T0 + 600, "ExpiredToken"), 0),
+            (failure("b1", "ASIATWO", T0 + 60, "ExpiredToken"), 1),
+            (failure("r1", "ASIATWO", T0 + 61, "InvalidClientTokenId"), 1),
+        ],
+        sources: vec![
+            (
+                0,
+                "s3",
+                SourceCounts {
+                    records: 100,
+                    malformed: 0,
+                },
+            ),
+            (
+                1,
+                "s3",
+                SourceCounts {
+                    records: 50,
+                    malformed: 1,
+                },
+            ),
+        ],
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        now: Timestamp::from_unix(T0 + 700),
+        max_session_series: 50,
+    }
+}
+
+fn sum_of(published: &[Vec<MetricDatum>], name: &str, dimensions: usize) -> f64 {
+    published
+        .iter()
+        .flatten()
+        .filter(|d| d.name == name && d.dimensions.len() == dimensions)
+        .map(|d| d.stats.sum)
+        .sum()
+}
+
+#[test]
+fn a_delivery_counts_detects_and_pages_once_even_when_redelivered() {
+    let (metrics, notifier, claims) = (
+        MemoryMetrics::default(),
+        MemoryNotifier::default(),
+        MemoryClaims::default(),
+    );
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+    };
+
+    let first = pollster::block_on(process(&ports, delivery(), settings()));
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert!(first.failed_origins.is_empty());
+    assert_eq!((first.counted, first.opened, first.alerts_sent), (5, 1, 1));
+
+    let again = pollster::block_on(process(&ports, delivery(), settings()));
+    assert_eq!(
+        (
+            again.counted,
+            again.duplicates,
+            again.opened,
+            again.alerts_sent
+        ),
+        (0, 5, 0, 0)
+    );
+
+    let published = metrics.published.lock().expect("lock");
+    assert_eq!(
+        sum_of(&published, metric::EXPIRED_TOKEN_ERRORS, 0),
+        4.0,
+        "each event counted once"
+    );
+    assert_eq!(
+        sum_of(&published, metric::RELATED_CREDENTIAL_ERRORS, 1),
+        1.0
+    );
+    assert_eq!(
+        sum_of(&published, metric::STALE_CREDENTIAL_INCIDENTS, 0),
+        1.0
+    );
+    assert_eq!(
+        sum_of(&published, metric::RECORDS_SCANNED, 1),
+        300.0,
+        "records are scanned twice, honestly"
+    );
+    assert_eq!(sum_of(&published, metric::MALFORMED_RECORDS, 1), 2.0);
+    let sent = notifier.sent.lock().expect("lock");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].payload.access_key_id.as_deref(), Some("ASIAONE"));
+}
+
+#[test]
+fn duplicates_inside_one_delivery_count_once() {
+    let (metrics, notifier, claims) = (
+        MemoryMetrics::default(),
+        MemoryNotifier::default(),
+        MemoryClaims::default(),
+    );
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+    };
+    let mut twice = delivery();
+    let copy = twice.failures.clone();
+    twice.failures.extend(copy);
+    let outcome = pollster::block_on(process(&ports, twice, settings()));
+    assert_eq!((outcome.counted, outcome.duplicates), (5, 5));
+    assert_eq!(
+        sum_of(
+            &metrics.published.lock().expect("lock"),
+            metric::EXPIRED_TOKEN_ERRORS,
+            0
+        ),
+        4.0
+    );
+}
+
+/// A metrics sink that fails its first `failures` calls.
+#[derive(Default)]
+struct FlakyMetrics {
+    inner: MemoryMetrics,
+    failures: AtomicUsize,
+}
+
+impl MetricsSink for FlakyMetrics {
+    type Error = FakeError;
+
+    async fn publish(&self, data: &[MetricDatum]) -> Result<(), FakeError> {
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(FakeError);
+        }
+        self.inner.publish(data).await
+    }
+}
+
+#[test]
+fn a_metrics_failure_gives_the_claims_back_so_the_retry_counts_everything() {
+    let metrics = FlakyMetrics {
+        failures: AtomicUsize::new(1),
+        ..FlakyMetrics::default()
+    };
+    let (notifier, claims) = (MemoryNotifier::default(), MemoryClaims::default());
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+    };
+
+    let failed = pollster::block_on(process(&ports, delivery(), settings()));
+    assert_eq!(
+        failed.failed_origins.into_iter().collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert!(
+        claims.claimed.lock().expect("lock").is_empty(),
+        "claims given back"
+    );
+    assert!(
+        detector.store().snapshot().is_empty(),
+        "no state before metrics are safe"
+    );
+
+    let retried = pollster::block_on(process(&ports, delivery(), settings()));
+    assert!(retried.failed_origins.is_empty(), "{:?}", retried.errors);
+    assert_eq!((retried.counted, retried.opened), (5, 1));
+    assert_eq!(
+        sum_of(
+            &metrics.inner.published.lock().expect("lock"),
+            metric::EXPIRED_TOKEN_ERRORS,
+            0
+        ),
+        4.0
+    );
+}
+
+/// A store that refuses writes for one access key.
+struct BrokenFor {
+    inner: MemoryStore,
+    key: &'static str,
+    broken: Mutex<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("table unavailable")]
+struct Unavailable;
+
+impl IncidentStore for BrokenFor {
+    type Error = Unavailable;
+
+    async fn load(&self, credential: &CredentialKey) -> Result<Option<Versioned>, Unavailable> {
+        self.inner.load(credential).await.map_err(|_| Unavailable)
+    }
+
+    async fn save(
+        &self,
+        state: &CredentialState,
+        expected: Option<u64>,
+        expires_at: Timestamp,
+    ) -> Result<bool, Unavailable> {
+        if *self.broken.lock().map_err(|_| Unavailable)?
+            && state.observation.access_key_id() == Some(self.key)
+        {
+            return Err(Unavailable);
+        }
+        self.inner
+            .save(state, expected, expires_at)
+            .await
+            .map_err(|_| Unavailable)
+    }
+
+    async fn active(&self) -> Result<Vec<Versioned>, Unavailable> {
+        self.inner.active().await.map_err(|_| Unavailable)
+    }
+}
+
+#[test]
+fn a_state_failure_fails_only_that_credentials_origins_and_the_retry_detects_it() {
+    let (metrics, notifier, claims) = (
+        MemoryMetrics::default(),
+        MemoryNotifier::default(),
+        MemoryClaims::default(),
+    );
+    let store = BrokenFor {
+        inner: MemoryStore::new(),
+        key: "ASIAONE",
+        broken: Mutex::new(true),
+    };
+    let detector = Detector::new(store, Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+    };
+
+    let first = pollster::block_on(process(&ports, delivery(), settings()));
+    assert_eq!(first.failed_origins.into_iter().collect::<Vec<_>>(), [0]);
+    assert_eq!(first.opened, 0);
+    let claimed = claims.claimed.lock().expect("lock").clone();
+    assert_eq!(
+        claimed.into_iter().collect::<Vec<_>>(),
+        ["b1", "r1"],
+        "ASIAONE's claims given back"
+    );
+
+    *detector.store().broken.lock().expect("lock") = false;
+    let only_origin_zero = Delivery {
+        failures: delivery()
+            .failures
+            .into_iter()
+            .filter(|(_, o)| *o == 0)
+            .collect(),
+        sources: vec![(
+            0,
+            "s3",
+            SourceCounts {
+                records: 100,
+                malformed: 0,
+            },
+        )],
+    };
+    let retry = pollster::block_on(process(&ports, only_origin_zero, settings()));
+    assert!(retry.failed_origins.is_empty());
+    assert_eq!((retry.counted, retry.opened, retry.alerts_sent), (3, 1, 1));
+}
+
+/// A notifier that is down until told otherwise.
+#[derive(Default)]
+struct DownNotifier {
+    up: Mutex<bool>,
+    inner: MemoryNotifier,
+}
+
+impl Notifier for DownNotifier {
+    type Error = FakeError;
+
+    async fn send(&self, alert: &Alert) -> Result<(), FakeError> {
+        if !*self.up.lock().map_err(|_| FakeError)? {
+            return Err(FakeError);
+        }
+        self.inner.send(alert).await
+    }
+}
+
+#[test]
+fn an_alert_that_cannot_be_sent_is_sent_by_the_sweep_once() {
+    let (metrics, claims) = (MemoryMetrics::default(), MemoryClaims::default());
+    let notifier = DownNotifier::default();
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+    };
+
+    let first = pollster::block_on(process(&ports, delivery(), settings()));
+    assert_eq!(
+        (first.opened, first.alerts_sent, first.alerts_pending),
+        (1, 0, 1)
+    );
+    assert!(
+        first.failed_origins.is_empty(),
+        "the counts are safe; the alert is pending"
+    );
+
+    *notifier.up.lock().expect("lock") = true;
+    let early = pollster::block_on(sweep(&ports, Timestamp::from_unix(T0 + 800)));
+    assert_eq!(
+        early.alerts_sent, 0,
+        "within the grace period the original sender may still confirm"
+    );
+    let later = pollster::block_on(sweep(&ports, Timestamp::from_unix(T0 + 700 + 300)));
+    assert_eq!(later.alerts_sent, 1);
+    let again = pollster::block_on(sweep(&ports, Timestamp::from_unix(T0 + 1100)));
+    assert_eq!(again.alerts_sent, 0);
+    assert_eq!(notifier.inner.sent.lock().expect("lock").len(), 1);
+
+    // Quiet for half an hour after the last failure: resolved, once.
+    let resolved = pollster::block_on(sweep(&ports, Timestamp::from_unix(T0 + 600 + 1800)));
+    assert_eq!(resolved.alerts_sent, 1);
+    let sent = notifier.inner.sent.lock().expect("lock");
+    assert!(
+        sent[1].subject.starts_with("[tokenwatch] Resolved: "),
+        "{}",
+        sent[1].subject
+    );
+}
+
+/// Claims that always fail.
+struct NoClaims;
+
+impl EventClaims for NoClaims {
+    type Error = FakeError;
+
+    async fn claim(&self, _: &[String]) -> Result<Vec<bool>, FakeError> {
+        Err(FakeError)
+    }
+
+    async fn release(&self, _: &[String]) -> Result<(), FakeError> {
+        Err(FakeError)
+    }
+}
+
+#[test]
+fn when_claims_fail_nothing_is_counted_and_the_failures_are_retried() {
+    let (metrics, notifier) = (MemoryMetrics::default(), MemoryNotifier::default());
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &NoClaims,
+    };
+    let mut d = delivery();
+    d.sources.push((
+        2,
+        "s3",
+        SourceCounts {
+            records: 7,
+            malformed: 0,
+        },
+    ));
+    let outcome = pollster::block_on(process(&ports, d, settings()));
+    assert_eq!(
+        outcome.failed_origins.into_iter().collect::<Vec<_>>(),
+        [0, 1]
+    );
+    let published = metrics.published.lock().expect("lock");
+    assert_eq!(sum_of(&published, metric::EXPIRED_TOKEN_ERRORS, 0), 0.0);
+    assert_eq!(
+        sum_of(&published, metric::RECORDS_SCANNED, 1),
+        7.0,
+        "the origin without failures is done"
+    );
+}
