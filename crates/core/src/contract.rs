@@ -56,6 +56,8 @@ pub mod source {
     pub const S3: &str = "s3";
 
     pub const ALL: [&str; 3] = [EVENTBRIDGE, CLOUDWATCH_LOGS, S3];
+    /// Payloads of no known shape (counted as malformed so they are never silently dropped).
+    pub const UNRECOGNIZED: &str = "unrecognized";
 }
 
 /// The incident state table's key schema and TTL attribute.

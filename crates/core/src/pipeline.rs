@@ -44,6 +44,8 @@ pub struct Delivery {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub failed_origins: BTreeSet<Origin>,
+    pub records: u64,
+    pub malformed: u64,
     pub counted: u64,
     pub duplicates: u64,
     pub metric_data: usize,
@@ -72,7 +74,11 @@ where
     S: IncidentStore,
     C: EventClaims,
 {
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        records: delivery.sources.iter().map(|(_, _, c)| c.records).sum(),
+        malformed: delivery.sources.iter().map(|(_, _, c)| c.malformed).sum(),
+        ..Outcome::default()
+    };
     let failures = unique_events(delivery.failures, &mut outcome);
 
     // 1. Claims.

@@ -1,0 +1,73 @@
+//! Adapters from tokenwatch's ports to AWS, on the AWS SDK for Rust: CloudWatch metrics (or EMF on stdout),
+//! SNS alerts, DynamoDB incident state and event claims, streaming S3 reads.
+
+pub mod cloudwatch;
+pub mod dynamodb;
+pub mod emf;
+pub mod s3;
+pub mod sdk;
+pub mod sns;
+
+pub use cloudwatch::CloudWatchMetrics;
+
+pub use dynamodb::{DynamoClaims, DynamoStore};
+pub use emf::EmfMetrics;
+pub use s3::S3Objects;
+pub use sdk::{SdkOptions, sdk_config};
+pub use sns::SnsNotifier;
+
+/// Service clients from shared configuration (each reads its `AWS_ENDPOINT_URL_<SERVICE>` override).
+pub fn cloudwatch_client(config: &aws_config::SdkConfig) -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::new(config)
+}
+
+pub fn sns_client(config: &aws_config::SdkConfig) -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::new(config)
+}
+
+pub fn dynamodb_client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
+}
+
+/// An AWS call that failed, with the operation it was and the SDK's own explanation.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct AwsError {
+    pub operation: &'static str,
+    pub message: String,
+    /// Throttling, 5xx, timeouts: worth retrying later.
+    pub retryable: bool,
+}
+
+impl AwsError {
+    pub(crate) fn from_sdk<E, R>(
+        operation: &'static str,
+        error: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> Self
+    where
+        E: std::error::Error
+            + aws_smithy_types::error::metadata::ProvideErrorMetadata
+            + Send
+            + Sync
+            + 'static,
+        R: std::fmt::Debug,
+    {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+        let retryable = matches!(
+            error,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+        ) || error
+            .code()
+            .is_some_and(|c| c.contains("Throttl") || c.contains("ProvisionedThroughputExceeded"));
+        let message = match error.code() {
+            Some(code) => format!("{code}: {}", error.message().unwrap_or("no message")),
+            None => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
+        };
+        Self {
+            operation,
+            message,
+            retryable,
+        }
+    }
+}
