@@ -24,6 +24,11 @@ pub struct SdkOptions {
 }
 
 pub async fn sdk_config(options: &SdkOptions) -> SdkConfig {
+    loader(options).load().await
+}
+
+/// The configuration loader behind [`sdk_config`], for callers that add to it (tests add credentials).
+pub fn loader(options: &SdkOptions) -> aws_config::ConfigLoader {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
@@ -49,7 +54,7 @@ pub async fn sdk_config(options: &SdkOptions) -> SdkConfig {
     if let Some(url) = &options.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    loader.load().await
+    loader
 }
 
 /// Custom endpoints (`AWS_ENDPOINT_URL`: local emulators, S3-compatible stores) rarely serve
