@@ -11,6 +11,7 @@ pub fn init() {
         .with_span_list(false)
         .without_time()
         .with_target(false)
+        .flatten_event(true)
         .with_writer(std::io::stderr)
         .init();
 }
