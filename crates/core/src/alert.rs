@@ -8,6 +8,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::detect::{CredentialState, Notice, NoticeKind, Phase};
+use crate::history::Enrichment;
 use crate::timestamp::{Timestamp, human_duration};
 
 /// SNS subjects must be under 100 characters.
@@ -95,6 +96,30 @@ pub struct AlertPayload {
     pub calls: Vec<String>,
     pub console_url: Option<String>,
     pub lookup_command: Option<String>,
+    /// The key's CloudTrail history, when it was looked up (or why it could not be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryPayload>,
+}
+
+/// The key's history as the alert carries it, strings cleaned.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HistoryPayload {
+    /// `found` or `unavailable`.
+    pub status: &'static str,
+    pub first_used: Option<Timestamp>,
+    pub first_call: Option<String>,
+    pub last_worked: Option<Timestamp>,
+    pub last_call: Option<String>,
+    /// Services the key called, most first, with their event counts.
+    pub services: Vec<String>,
+    pub events_read: Option<u64>,
+    pub window_start: Option<Timestamp>,
+    pub window_end: Option<Timestamp>,
+    /// Why the history was not read to its start.
+    pub incomplete: Option<String>,
+    /// Why there is no history (`throttled`, `denied`, `timed_out`, ...).
+    pub unavailable_reason: Option<&'static str>,
+    pub detail: Option<String>,
 }
 
 /// An alert ready for SNS.
@@ -112,8 +137,15 @@ impl Alert {
     }
 }
 
+/// The alert without the key's history (it was not looked up: the CLI, tests).
 pub fn render(notice: &Notice) -> Alert {
-    let payload = payload(notice.kind, &notice.state);
+    render_with(notice, None)
+}
+
+/// The alert with what the lookup of the key's history gave, if one was made.
+pub fn render_with(notice: &Notice, history: Option<&Enrichment>) -> Alert {
+    let mut payload = payload(notice.kind, &notice.state);
+    payload.history = history.map(history_payload);
     let subject = subject(&payload);
     let body = body(&payload, &notice.state);
     let attributes = BTreeMap::from([
@@ -194,6 +226,142 @@ fn payload(kind: NoticeKind, state: &CredentialState) -> AlertPayload {
                 "aws cloudtrail lookup-events --region {link_region} --lookup-attributes AttributeKey=AccessKeyId,AttributeValue={k}"
             )
         }),
+        history: None,
+    }
+}
+
+fn history_payload(enrichment: &Enrichment) -> HistoryPayload {
+    match enrichment {
+        Enrichment::Found { history: h, .. } => HistoryPayload {
+            status: "found",
+            first_used: h.first_used.as_ref().map(|c| c.at),
+            first_call: h
+                .first_used
+                .as_ref()
+                .map(|c| clean(&c.call, MAX_CALL_CHARS)),
+            last_worked: h.last_worked.as_ref().map(|c| c.at),
+            last_call: h
+                .last_worked
+                .as_ref()
+                .map(|c| clean(&c.call, MAX_CALL_CHARS)),
+            services: h
+                .services_by_count()
+                .into_iter()
+                .take(SAMPLES_SHOWN)
+                .map(|(s, n)| format!("{} ({n})", clean(s, MAX_SHORT_CHARS)))
+                .collect(),
+            events_read: Some(h.events),
+            window_start: Some(h.window_start),
+            window_end: Some(h.window_end),
+            incomplete: h.incomplete.as_deref().map(|w| clean(w, MAX_AGENT_CHARS)),
+            unavailable_reason: None,
+            detail: None,
+        },
+        Enrichment::Unavailable { reason, detail, .. } => HistoryPayload {
+            status: "unavailable",
+            first_used: None,
+            first_call: None,
+            last_worked: None,
+            last_call: None,
+            services: Vec::new(),
+            events_read: None,
+            window_start: None,
+            window_end: None,
+            incomplete: None,
+            unavailable_reason: Some(reason.id()),
+            detail: Some(format!(
+                "{}: {}",
+                reason.explain(),
+                clean(detail, MAX_AGENT_CHARS)
+            )),
+        },
+    }
+}
+
+/// `09:02` on the reference day, `2026-11-25 23:10` on another (all UTC).
+fn clock_time(at: Timestamp, reference: Timestamp) -> String {
+    let (text, reference) = (at.human(), reference.human());
+    let minute = text.get(..16).unwrap_or(&text);
+    if text.get(..10) == reference.get(..10) {
+        minute.get(11..).unwrap_or(minute).to_owned()
+    } else {
+        minute.to_owned()
+    }
+}
+
+fn history_section(out: &mut String, p: &AlertPayload, h: &HistoryPayload) {
+    let _ = writeln!(
+        out,
+        "\nKEY HISTORY (CloudTrail event history: management events made with this key)"
+    );
+    if let Some(detail) = &h.detail {
+        let _ = writeln!(out, "  Unavailable:    {detail}.");
+        let _ = writeln!(
+            out,
+            "  The alert goes out without it; the command under LOOK FURTHER shows the same history."
+        );
+        return;
+    }
+    let reference = p.last_failure;
+    let mut short = Vec::new();
+    if let Some(first) = h.first_used {
+        let prefix = if h.incomplete.is_some() {
+            "in use since at least"
+        } else {
+            "first used at"
+        };
+        short.push(format!("{prefix} {}", clock_time(first, reference)));
+    }
+    match h.last_worked {
+        Some(last) => short.push(format!("last worked at {}", clock_time(last, reference))),
+        None if h.events_read.unwrap_or(0) > 0 => {
+            short.push("no call in the history read worked".to_owned());
+        }
+        None => {}
+    }
+    let times = if p.failures == 1 { "time" } else { "times" };
+    if h.last_worked.is_some_and(|last| last <= p.first_failure) {
+        short.push(format!("has failed {} {times} since", p.failures));
+    } else {
+        short.push(format!("has failed {} {times}", p.failures));
+    }
+    if h.events_read == Some(0) {
+        let _ = writeln!(
+            out,
+            "  No event made with this key is in the event history from {} to {} (data events, such as S3 object calls, are not kept there).",
+            h.window_start.map(Timestamp::human).unwrap_or_default(),
+            h.window_end.map(Timestamp::human).unwrap_or_default()
+        );
+        return;
+    }
+    let _ = writeln!(out, "  In short:       {}.", short.join(", "));
+    if let (Some(at), Some(call)) = (h.first_used, &h.first_call) {
+        let _ = writeln!(out, "  First used:     {}  {call}", at.human());
+    }
+    match (h.last_worked, &h.last_call) {
+        (Some(at), Some(call)) => {
+            let _ = writeln!(out, "  Last worked:    {}  {call}", at.human());
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "  Last worked:    (no successful call in the history read)"
+            );
+        }
+    }
+    let _ = writeln!(out, "  Services:       {}", list_or_none(&h.services));
+    let _ = writeln!(
+        out,
+        "  Read:           {} events from {} to {}",
+        h.events_read.unwrap_or(0),
+        h.window_start.map(Timestamp::human).unwrap_or_default(),
+        h.window_end.map(Timestamp::human).unwrap_or_default()
+    );
+    if let Some(why) = &h.incomplete {
+        let _ = writeln!(
+            out,
+            "  Incomplete:     {why}; the earliest events were not read."
+        );
     }
 }
 
@@ -317,6 +485,10 @@ fn body(p: &AlertPayload, state: &CredentialState) -> String {
                 "  Credential age: unknown (the records carry no session creation date)"
             );
         }
+    }
+
+    if let Some(history) = &p.history {
+        history_section(&mut out, p, history);
     }
 
     let _ = writeln!(out, "\nFROM WHERE");

@@ -10,6 +10,7 @@ pub mod contract;
 pub mod decode;
 pub mod detect;
 pub mod envelope;
+pub mod history;
 pub mod identity;
 pub mod metrics;
 pub mod pipeline;

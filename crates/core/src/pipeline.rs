@@ -6,12 +6,20 @@
 //!    claims back and fail the deliveries it came from (a retry may count its metrics twice, but detection
 //!    sees every failure once);
 //! 4. publish incidents opened, send the alerts due and confirm them; an alert that cannot be sent stays
-//!    pending in the state and the scheduled sweep sends it.
+//!    pending in the state and the scheduled sweep sends it. Before an incident's first alert, the key's
+//!    CloudTrail history is looked up (within the invocation's time budget) and remembered beside its
+//!    state; a lookup that is slow, throttled or denied never holds the alert back: it goes out saying the
+//!    history is unavailable, and why. Re-notifications and the sweep use what was remembered and never
+//!    look up again.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Instant;
 
 use crate::alert;
 use crate::detect::{Detector, IncidentStore, Notice, NoticeKind, Observations, observe_into};
+use crate::history::{
+    CredentialHistory, Enrichment, HISTORY_TTL_SECONDS, HistoryCache, HistoryQuery, Unavailable,
+};
 use crate::identity::CredentialKey;
 use crate::metrics::{MetricInputs, metric_data, within_window};
 use crate::ports::{EventClaims, MetricsSink, Notifier};
@@ -21,11 +29,15 @@ use crate::timestamp::Timestamp;
 
 /// The outside world a delivery needs.
 #[derive(Debug)]
-pub struct Ports<'a, M, N, S, C> {
+pub struct Ports<'a, M, N, S, C, H, K> {
     pub metrics: &'a M,
     pub notifier: &'a N,
     pub detector: &'a Detector<S>,
     pub claims: &'a C,
+    /// CloudTrail's event history, for enriching a newly opened incident.
+    pub history: &'a H,
+    /// Where a lookup is remembered beside the incident state.
+    pub history_cache: &'a K,
 }
 
 /// Where failures came from within an invocation (an SQS message, or the whole event), so a failure to
@@ -53,6 +65,9 @@ pub struct Outcome {
     pub opened: usize,
     pub alerts_sent: usize,
     pub alerts_pending: usize,
+    /// Histories of newly opened incidents looked up, and how many of those lookups gave nothing.
+    pub histories_looked_up: usize,
+    pub histories_unavailable: usize,
     /// One line per problem, for the logs.
     pub errors: Vec<String>,
 }
@@ -61,10 +76,12 @@ pub struct Outcome {
 pub struct Settings {
     pub now: Timestamp,
     pub max_session_series: usize,
+    /// History lookups stop here: the invocation's time budget for them.
+    pub history_deadline: Instant,
 }
 
-pub async fn process<M, N, S, C>(
-    ports: &Ports<'_, M, N, S, C>,
+pub async fn process<M, N, S, C, H, K>(
+    ports: &Ports<'_, M, N, S, C, H, K>,
     delivery: Delivery,
     settings: Settings,
 ) -> Outcome
@@ -73,6 +90,8 @@ where
     N: Notifier,
     S: IncidentStore,
     C: EventClaims,
+    H: CredentialHistory,
+    K: HistoryCache,
 {
     let mut outcome = Outcome {
         records: delivery.sources.iter().map(|(_, _, c)| c.records).sum(),
@@ -180,21 +199,31 @@ where
                 .push(format!("publishing incident metrics: {e}"));
         }
     }
-    deliver(ports, &notices, settings.now, &mut outcome).await;
+    deliver(
+        ports,
+        &notices,
+        settings.now,
+        Some(settings.history_deadline),
+        &mut outcome,
+    )
+    .await;
     outcome
 }
 
 /// The scheduled sweep: resolve quiet incidents, re-send unconfirmed alerts, send updates due.
-pub async fn sweep<M, N, S, C>(ports: &Ports<'_, M, N, S, C>, now: Timestamp) -> Outcome
+/// It never looks a history up: alerts carry what the invocation that opened the incident remembered.
+pub async fn sweep<M, N, S, C, H, K>(ports: &Ports<'_, M, N, S, C, H, K>, now: Timestamp) -> Outcome
 where
     M: MetricsSink,
     N: Notifier,
     S: IncidentStore,
     C: EventClaims,
+    H: CredentialHistory,
+    K: HistoryCache,
 {
     let mut outcome = Outcome::default();
     match ports.detector.sweep(now).await {
-        Ok(notices) => deliver(ports, &notices, now, &mut outcome).await,
+        Ok(notices) => deliver(ports, &notices, now, None, &mut outcome).await,
         Err(e) => outcome.errors.push(format!("sweeping incidents: {e}")),
     }
     outcome
@@ -231,8 +260,8 @@ fn live_sources(
     by_source.into_iter().collect()
 }
 
-async fn publish_sources<M, N, S, C>(
-    ports: &Ports<'_, M, N, S, C>,
+async fn publish_sources<M, N, S, C, H, K>(
+    ports: &Ports<'_, M, N, S, C, H, K>,
     sources: &[(Origin, &'static str, SourceCounts)],
     failed: &BTreeSet<Origin>,
     settings: Settings,
@@ -282,17 +311,23 @@ async fn give_back<C: EventClaims>(claims: &C, ids: &[String], outcome: &mut Out
     }
 }
 
-async fn deliver<M, N, S, C>(
-    ports: &Ports<'_, M, N, S, C>,
+/// Sends each notice's alert. `lookup_until` allows history lookups for newly opened incidents until then;
+/// `None` (the sweep) uses only remembered ones.
+async fn deliver<M, N, S, C, H, K>(
+    ports: &Ports<'_, M, N, S, C, H, K>,
     notices: &[Notice],
     now: Timestamp,
+    lookup_until: Option<Instant>,
     outcome: &mut Outcome,
 ) where
     N: Notifier,
     S: IncidentStore,
+    H: CredentialHistory,
+    K: HistoryCache,
 {
     for notice in notices {
-        let rendered = alert::render(notice);
+        let history = enrichment(ports, notice, now, lookup_until, outcome).await;
+        let rendered = alert::render_with(notice, history.as_ref());
         match ports.notifier.send(&rendered).await {
             Ok(()) => {
                 outcome.alerts_sent += 1;
@@ -312,4 +347,69 @@ async fn deliver<M, N, S, C>(
             }
         }
     }
+}
+
+/// The key history an alert carries: remembered, or (for a newly opened incident, within the budget)
+/// looked up now and remembered. Problems end up in the outcome's errors, never in the way of the alert.
+async fn enrichment<M, N, S, C, H, K>(
+    ports: &Ports<'_, M, N, S, C, H, K>,
+    notice: &Notice,
+    now: Timestamp,
+    lookup_until: Option<Instant>,
+    outcome: &mut Outcome,
+) -> Option<Enrichment>
+where
+    H: CredentialHistory,
+    K: HistoryCache,
+{
+    let observation = &notice.state.observation;
+    let credential = &observation.credential;
+    let remembered = match ports.history_cache.get(credential).await {
+        Ok(remembered) => remembered,
+        Err(e) => {
+            outcome.errors.push(format!(
+                "reading the remembered history of {credential}: {e}"
+            ));
+            None
+        }
+    };
+    let Some(deadline) = lookup_until else {
+        return remembered;
+    };
+    if notice.kind != NoticeKind::Opened || remembered.as_ref().is_some_and(Enrichment::is_found) {
+        return remembered;
+    }
+    let Some(query) = HistoryQuery::for_observation(observation, now) else {
+        return Some(Enrichment::Unavailable {
+            reason: Unavailable::NoAccessKey,
+            detail: "the credential is known by principal and session only".to_owned(),
+            looked_up_at: now,
+        });
+    };
+    let result = ports.history.lookup(&query, deadline).await;
+    if result
+        .as_ref()
+        .is_err_and(|e| e.reason == Unavailable::Disabled)
+    {
+        // Turned off on purpose: the alert has no history section at all.
+        return remembered;
+    }
+    outcome.histories_looked_up += 1;
+    if let Err(e) = &result {
+        outcome.histories_unavailable += 1;
+        outcome.errors.push(format!(
+            "looking up the history of {credential} (the alert says it is unavailable): {e}"
+        ));
+    }
+    let found = Enrichment::of(result, now);
+    if let Err(e) = ports
+        .history_cache
+        .put(credential, &found, now.plus_seconds(HISTORY_TTL_SECONDS))
+        .await
+    {
+        outcome.errors.push(format!(
+            "remembering the history of {credential} (updates will go without it): {e}"
+        ));
+    }
+    Some(found)
 }

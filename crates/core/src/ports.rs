@@ -1,12 +1,22 @@
 //! The outside world as the domain sees it: small traits the AWS adapters implement, with in-memory fakes
-//! beside them for tests and the CLI. ([`crate::detect::IncidentStore`] is the fifth port.)
+//! beside them for tests and the CLI. ([`crate::detect::IncidentStore`] is another port, and
+//! [`crate::history`] has the two for a key's CloudTrail history; their fakes are here.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use crate::alert::Alert;
+use crate::history::{
+    CredentialHistory, Enrichment, HistoryBuilder, HistoryCache, HistoryQuery, KeyHistory,
+    LookupError, Unavailable,
+};
+use crate::identity::CredentialKey;
 use crate::metrics::MetricDatum;
+use crate::record::{Record, text};
+use crate::timestamp::Timestamp;
 
 /// Where metric data goes (CloudWatch PutMetricData, or EMF lines on stdout).
 pub trait MetricsSink {
@@ -97,6 +107,107 @@ impl EventClaims for MemoryClaims {
         for id in event_ids {
             claimed.remove(id);
         }
+        Ok(())
+    }
+}
+
+/// CloudTrail's event history in memory: `CloudTrailEvent` JSON strings per access key, summarized by the
+/// same pure function as the real adapter's pages. `failure` makes every lookup fail that way.
+#[derive(Debug, Default)]
+pub struct MemoryHistory {
+    pub events: Mutex<BTreeMap<String, Vec<String>>>,
+    pub failure: Mutex<Option<LookupError>>,
+    /// Lookups made, failed ones included.
+    pub lookups: AtomicUsize,
+}
+
+impl MemoryHistory {
+    pub fn add(&self, access_key_id: &str, cloud_trail_event: impl Into<String>) {
+        if let Ok(mut events) = self.events.lock() {
+            events
+                .entry(access_key_id.to_owned())
+                .or_default()
+                .push(cloud_trail_event.into());
+        }
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+impl CredentialHistory for MemoryHistory {
+    async fn lookup(
+        &self,
+        query: &HistoryQuery,
+        deadline: Instant,
+    ) -> Result<KeyHistory, LookupError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let poisoned = || LookupError::new(Unavailable::Failed, FakeError.to_string());
+        if let Some(failure) = self.failure.lock().map_err(|_| poisoned())?.clone() {
+            return Err(failure);
+        }
+        if Instant::now() >= deadline {
+            return Err(LookupError::new(
+                Unavailable::TimedOut,
+                "the deadline had passed",
+            ));
+        }
+        let events = self.events.lock().map_err(|_| poisoned())?;
+        let mut builder = HistoryBuilder::new(query);
+        for event in events.get(&query.access_key_id).into_iter().flatten() {
+            let at = Record::from_slice(event.as_bytes())
+                .ok()
+                .and_then(|r| text(&r.event_time).and_then(Timestamp::parse));
+            if at.is_none_or(|at| (query.start..=query.end).contains(&at)) {
+                builder.add(event);
+            }
+        }
+        Ok(builder.finish())
+    }
+}
+
+/// No lookups: for deployments that turn them off, and for tools that never page anyone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHistory;
+
+impl CredentialHistory for NoHistory {
+    async fn lookup(&self, _: &HistoryQuery, _: Instant) -> Result<KeyHistory, LookupError> {
+        Err(LookupError::new(
+            Unavailable::Disabled,
+            "history lookups are turned off",
+        ))
+    }
+}
+
+/// Cached lookups in memory.
+#[derive(Debug, Default)]
+pub struct MemoryHistoryCache {
+    pub entries: Mutex<BTreeMap<CredentialKey, (Enrichment, Timestamp)>>,
+}
+
+impl HistoryCache for MemoryHistoryCache {
+    type Error = FakeError;
+
+    async fn get(&self, credential: &CredentialKey) -> Result<Option<Enrichment>, FakeError> {
+        Ok(self
+            .entries
+            .lock()
+            .map_err(|_| FakeError)?
+            .get(credential)
+            .map(|(e, _)| e.clone()))
+    }
+
+    async fn put(
+        &self,
+        credential: &CredentialKey,
+        enrichment: &Enrichment,
+        expires_at: Timestamp,
+    ) -> Result<(), FakeError> {
+        self.entries
+            .lock()
+            .map_err(|_| FakeError)?
+            .insert(credential.clone(), (enrichment.clone(), expires_at));
         Ok(())
     }
 }

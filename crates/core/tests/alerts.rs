@@ -3,6 +3,7 @@
 use tokenwatch_core::alert::{self, MAX_SUBJECT_CHARS};
 use tokenwatch_core::cause::Cause;
 use tokenwatch_core::detect::{CredentialState, Notice, NoticeKind, Policy, observe_all};
+use tokenwatch_core::history::{Enrichment, HistoryBuilder, HistoryQuery, Unavailable, summarize};
 use tokenwatch_core::record::Record;
 use tokenwatch_core::{ErrorCodes, Failure, Timestamp};
 
@@ -226,4 +227,148 @@ fn hostile_strings_cannot_forge_or_bloat_an_alert() {
         "a key with a newline is not put in a link"
     );
     assert!(alert.payload.user_agents[0].ends_with('…'));
+}
+
+fn history_event(id: &str, at: &str, source: &str, name: &str, error: Option<&str>) -> String {
+    let error = error.map_or(String::new(), |e| format!(r#","errorCode":"{e}""#));
+    format!(
+        r#"{{"eventID":"{id}","eventTime":"{at}","eventSource":"{source}","eventName":"{name}","userIdentity":{{"accessKeyId":"ASIAQNIGHTLYBUILD001"}}{error}}}"#
+    )
+}
+
+#[test]
+fn golden_alert_with_the_key_history() {
+    let failures = failures(
+        CASES[0].identity,
+        CASES[0].event,
+        "aws-cli/2.15.30 Python/3.11.8 Linux/5.10 exec-env/CodeBuild",
+        12,
+    );
+    let notice = notice(&failures, NoticeKind::Opened);
+    let query = HistoryQuery::for_observation(
+        &notice.state.observation,
+        notice.state.observation.last_failure,
+    )
+    .expect("an access key");
+    assert_eq!(
+        query.start.rfc3339(),
+        "2026-11-26T00:55:00Z",
+        "from the minting, less slack"
+    );
+    let events = [
+        history_event(
+            "1",
+            "2026-11-26T01:00:04Z",
+            "sts.amazonaws.com",
+            "GetCallerIdentity",
+            None,
+        ),
+        history_event(
+            "2",
+            "2026-11-26T01:02:10Z",
+            "s3.amazonaws.com",
+            "ListBuckets",
+            None,
+        ),
+        history_event(
+            "3",
+            "2026-11-26T01:30:00Z",
+            "codebuild.amazonaws.com",
+            "BatchGetBuilds",
+            None,
+        ),
+        history_event(
+            "4",
+            "2026-11-26T01:59:41Z",
+            "s3.amazonaws.com",
+            "ListBuckets",
+            None,
+        ),
+        history_event(
+            "5",
+            "2026-11-26T02:03:00Z",
+            "s3.amazonaws.com",
+            "ListBuckets",
+            Some("ExpiredToken"),
+        ),
+    ];
+    let history = summarize(&query, events.iter().map(String::as_str));
+    let enrichment = Enrichment::Found {
+        history,
+        looked_up_at: notice.state.observation.last_failure,
+    };
+    let alert = alert::render_with(&notice, Some(&enrichment));
+    assert!(
+        alert.body.contains(
+            "In short:       first used at 01:00, last worked at 01:59, has failed 12 times since."
+        ),
+        "{}",
+        alert.body
+    );
+    insta::assert_snapshot!(
+        "with_key_history",
+        format!("Subject: {}\n\n{}", alert.subject, alert.body)
+    );
+    let json: serde_json::Value = serde_json::from_str(&alert.json()).expect("json");
+    assert_eq!(json["history"]["status"], "found");
+    assert_eq!(json["history"]["first_used"], "2026-11-26T01:00:04Z");
+    assert_eq!(json["history"]["last_worked"], "2026-11-26T01:59:41Z");
+    assert_eq!(
+        json["history"]["services"],
+        serde_json::json!([
+            "s3.amazonaws.com (3)",
+            "codebuild.amazonaws.com (1)",
+            "sts.amazonaws.com (1)"
+        ])
+    );
+}
+
+#[test]
+fn golden_alert_when_the_history_is_unavailable() {
+    let failures = failures(CASES[0].identity, CASES[0].event, "aws-cli/2.15.30", 6);
+    let notice = notice(&failures, NoticeKind::Opened);
+    let enrichment = Enrichment::Unavailable {
+        reason: Unavailable::Throttled,
+        detail: "ThrottlingException: Rate exceeded\nFORGED LINE".to_owned(),
+        looked_up_at: notice.state.observation.last_failure,
+    };
+    let alert = alert::render_with(&notice, Some(&enrichment));
+    assert!(!alert.body.contains("\nFORGED LINE"), "details are cleaned");
+    insta::assert_snapshot!(
+        "history_unavailable",
+        format!("Subject: {}\n\n{}", alert.subject, alert.body)
+    );
+}
+
+#[test]
+fn a_history_read_only_in_part_says_so() {
+    let failures = failures(CASES[0].identity, CASES[0].event, "aws-cli/2.15.30", 6);
+    let notice = notice(&failures, NoticeKind::Opened);
+    let query = HistoryQuery::for_observation(
+        &notice.state.observation,
+        notice.state.observation.last_failure,
+    )
+    .expect("an access key");
+    let mut builder = HistoryBuilder::new(&query);
+    builder.add(&history_event(
+        "9",
+        "2026-11-25T23:50:00Z",
+        "s3.amazonaws.com",
+        "ListBuckets",
+        None,
+    ));
+    builder.incomplete("stopped after 20 pages");
+    let enrichment = Enrichment::Found {
+        history: builder.finish(),
+        looked_up_at: notice.state.observation.last_failure,
+    };
+    let body = alert::render_with(&notice, Some(&enrichment)).body;
+    assert!(
+        body.contains("in use since at least 2026-11-25 23:50, last worked at 2026-11-25 23:50, has failed 6 times since."),
+        "{body}"
+    );
+    assert!(
+        body.contains("Incomplete:     stopped after 20 pages"),
+        "{body}"
+    );
 }

@@ -3,17 +3,20 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokenwatch_core::alert::Alert;
 use tokenwatch_core::contract::metric;
 use tokenwatch_core::detect::{
     CredentialState, Detector, IncidentStore, MemoryStore, Policy, Versioned,
 };
+use tokenwatch_core::history::{self, LookupError};
 use tokenwatch_core::identity::CredentialKey;
 use tokenwatch_core::metrics::MetricDatum;
 use tokenwatch_core::pipeline::{Delivery, Ports, Settings, process, sweep};
 use tokenwatch_core::ports::{
-    EventClaims, FakeError, MemoryClaims, MemoryMetrics, MemoryNotifier, MetricsSink, Notifier,
+    EventClaims, FakeError, MemoryClaims, MemoryHistory, MemoryHistoryCache, MemoryMetrics,
+    MemoryNotifier, MetricsSink, NoHistory, Notifier,
 };
 use tokenwatch_core::record::Record;
 use tokenwatch_core::{ErrorCodes, Failure, SourceCounts, Timestamp};
@@ -70,6 +73,7 @@ fn settings() -> Settings {
     Settings {
         now: Timestamp::from_unix(T0 + 700),
         max_session_series: 50,
+        history_deadline: Instant::now() + Duration::from_secs(60),
     }
 }
 
@@ -95,6 +99,8 @@ fn a_delivery_counts_detects_and_pages_once_even_when_redelivered() {
         notifier: &notifier,
         detector: &detector,
         claims: &claims,
+        history: &NoHistory,
+        history_cache: &MemoryHistoryCache::default(),
     };
 
     let first = pollster::block_on(process(&ports, delivery(), settings()));
@@ -151,6 +157,8 @@ fn duplicates_inside_one_delivery_count_once() {
         notifier: &notifier,
         detector: &detector,
         claims: &claims,
+        history: &NoHistory,
+        history_cache: &MemoryHistoryCache::default(),
     };
     let mut twice = delivery();
     let copy = twice.failures.clone();
@@ -199,6 +207,8 @@ fn a_metrics_failure_gives_the_claims_back_so_the_retry_counts_everything() {
         notifier: &notifier,
         detector: &detector,
         claims: &claims,
+        history: &NoHistory,
+        history_cache: &MemoryHistoryCache::default(),
     };
 
     let failed = pollster::block_on(process(&ports, delivery(), settings()));
@@ -286,6 +296,8 @@ fn a_state_failure_fails_only_that_credentials_origins_and_the_retry_detects_it(
         notifier: &notifier,
         detector: &detector,
         claims: &claims,
+        history: &NoHistory,
+        history_cache: &MemoryHistoryCache::default(),
     };
 
     let first = pollster::block_on(process(&ports, delivery(), settings()));
@@ -347,6 +359,8 @@ fn an_alert_that_cannot_be_sent_is_sent_by_the_sweep_once() {
         notifier: &notifier,
         detector: &detector,
         claims: &claims,
+        history: &NoHistory,
+        history_cache: &MemoryHistoryCache::default(),
     };
 
     let first = pollster::block_on(process(&ports, delivery(), settings()));
@@ -406,6 +420,8 @@ fn when_claims_fail_nothing_is_counted_and_the_failures_are_retried() {
         notifier: &notifier,
         detector: &detector,
         claims: &NoClaims,
+        history: &NoHistory,
+        history_cache: &MemoryHistoryCache::default(),
     };
     let mut d = delivery();
     d.sources.push((
@@ -428,4 +444,217 @@ fn when_claims_fail_nothing_is_counted_and_the_failures_are_retried() {
         7.0,
         "the origin without failures is done"
     );
+}
+
+/// ASIAONE's CloudTrail history: minted and used an hour before the failures, last worked just before.
+fn history_of_one() -> MemoryHistory {
+    let history = MemoryHistory::default();
+    let event = |id: &str, at: i64, name: &str, error: Option<&str>| {
+        let error = error.map_or(String::new(), |e| format!(r#","errorCode":"{e}""#));
+        format!(
+            r#"{{"eventID":"{id}","eventTime":"{}","eventSource":"sts.amazonaws.com","eventName":"{name}","userIdentity":{{"accessKeyId":"ASIAONE"}}{error}}}"#,
+            Timestamp::from_unix(at).rfc3339()
+        )
+    };
+    history.add("ASIAONE", event("h1", T0 - 3000, "GetCallerIdentity", None));
+    history.add("ASIAONE", event("h2", T0 - 100, "GetCallerIdentity", None));
+    history.add(
+        "ASIAONE",
+        event("h3", T0 + 5, "GetCallerIdentity", Some("ExpiredToken")),
+    );
+    history
+}
+
+#[test]
+fn an_opened_incident_is_enriched_once_and_every_later_alert_reuses_it() {
+    let (metrics, notifier, claims) = (
+        MemoryMetrics::default(),
+        MemoryNotifier::default(),
+        MemoryClaims::default(),
+    );
+    let (history, cache) = (history_of_one(), MemoryHistoryCache::default());
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+        history: &history,
+        history_cache: &cache,
+    };
+    let opened = pollster::block_on(process(&ports, delivery(), settings()));
+    assert!(opened.errors.is_empty(), "{:?}", opened.errors);
+    assert_eq!(
+        (
+            opened.alerts_sent,
+            opened.histories_looked_up,
+            opened.histories_unavailable
+        ),
+        (1, 1, 0),
+        "ASIATWO has one failure: no incident, no lookup"
+    );
+    let first = notifier.sent.lock().expect("lock")[0].clone();
+    let h = first.payload.history.as_ref().expect("history");
+    assert_eq!(h.status, "found");
+    assert_eq!(h.first_used, Some(Timestamp::from_unix(T0 - 3000)));
+    assert_eq!(h.last_worked, Some(Timestamp::from_unix(T0 - 100)));
+    assert!(
+        first.body.contains("has failed 3 times since."),
+        "{}",
+        first.body
+    );
+
+    // An hour later the key still fails: an update, with the remembered history.
+    let later = T0 + 700 + 3600;
+    let more = Delivery {
+        failures: vec![(failure("a4", "ASIAONE", later - 60, "ExpiredToken"), 0)],
+        sources: Vec::new(),
+    };
+    let update = pollster::block_on(process(
+        &ports,
+        more,
+        Settings {
+            now: Timestamp::from_unix(later),
+            ..settings()
+        },
+    ));
+    assert_eq!((update.alerts_sent, update.histories_looked_up), (1, 0));
+    // Quiet for half an hour: resolved by the sweep, again without a lookup.
+    let resolved = pollster::block_on(sweep(&ports, Timestamp::from_unix(later + 1800)));
+    assert_eq!((resolved.alerts_sent, resolved.histories_looked_up), (1, 0));
+    assert_eq!(history.lookups(), 1, "looked up once per incident");
+    let sent = notifier.sent.lock().expect("lock");
+    assert_eq!(sent.len(), 3);
+    for alert in sent.iter() {
+        assert_eq!(
+            alert.payload.history, first.payload.history,
+            "{}",
+            alert.subject
+        );
+    }
+}
+
+#[test]
+fn a_lookup_that_fails_still_pages_and_says_why() {
+    for (reason, says) in [
+        (history::Unavailable::Throttled, "throttled"),
+        (history::Unavailable::Denied, "cloudtrail:LookupEvents"),
+        (history::Unavailable::TimedOut, "time budget"),
+    ] {
+        let (metrics, notifier, claims) = (
+            MemoryMetrics::default(),
+            MemoryNotifier::default(),
+            MemoryClaims::default(),
+        );
+        let (history, cache) = (history_of_one(), MemoryHistoryCache::default());
+        *history.failure.lock().expect("lock") = Some(LookupError::new(reason, "as tested"));
+        let detector = Detector::new(MemoryStore::new(), Policy::default());
+        let ports = Ports {
+            metrics: &metrics,
+            notifier: &notifier,
+            detector: &detector,
+            claims: &claims,
+            history: &history,
+            history_cache: &cache,
+        };
+        let outcome = pollster::block_on(process(&ports, delivery(), settings()));
+        assert!(outcome.failed_origins.is_empty());
+        assert_eq!((outcome.alerts_sent, outcome.histories_unavailable), (1, 1));
+        let sent = notifier.sent.lock().expect("lock");
+        let h = sent[0].payload.history.as_ref().expect("history section");
+        assert_eq!(
+            (h.status, h.unavailable_reason),
+            ("unavailable", Some(reason.id()))
+        );
+        assert!(
+            sent[0].body.contains("Unavailable:") && sent[0].body.contains(says),
+            "{}",
+            sent[0].body
+        );
+    }
+}
+
+#[test]
+fn a_spent_budget_means_no_lookup_wait() {
+    let (metrics, notifier, claims) = (
+        MemoryMetrics::default(),
+        MemoryNotifier::default(),
+        MemoryClaims::default(),
+    );
+    let (history, cache) = (history_of_one(), MemoryHistoryCache::default());
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+        history: &history,
+        history_cache: &cache,
+    };
+    let spent = Settings {
+        history_deadline: Instant::now(),
+        ..settings()
+    };
+    let outcome = pollster::block_on(process(&ports, delivery(), spent));
+    assert_eq!((outcome.alerts_sent, outcome.histories_unavailable), (1, 1));
+    let sent = notifier.sent.lock().expect("lock");
+    assert_eq!(
+        sent[0]
+            .payload
+            .history
+            .as_ref()
+            .map(|h| h.unavailable_reason),
+        Some(Some("timed_out"))
+    );
+}
+
+#[test]
+fn an_alert_the_sweep_resends_carries_the_history_looked_up_when_it_opened() {
+    let (metrics, claims) = (MemoryMetrics::default(), MemoryClaims::default());
+    let notifier = DownNotifier::default();
+    let (history, cache) = (history_of_one(), MemoryHistoryCache::default());
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+        history: &history,
+        history_cache: &cache,
+    };
+    let first = pollster::block_on(process(&ports, delivery(), settings()));
+    assert_eq!((first.alerts_pending, first.histories_looked_up), (1, 1));
+    *notifier.up.lock().expect("lock") = true;
+    let resent = pollster::block_on(sweep(&ports, Timestamp::from_unix(T0 + 700 + 300)));
+    assert_eq!((resent.alerts_sent, resent.histories_looked_up), (1, 0));
+    assert_eq!(history.lookups(), 1);
+    let sent = notifier.inner.sent.lock().expect("lock");
+    assert_eq!(
+        sent[0].payload.history.as_ref().map(|h| h.status),
+        Some("found")
+    );
+}
+
+#[test]
+fn turned_off_lookups_leave_no_trace_in_the_alert() {
+    let (metrics, notifier, claims) = (
+        MemoryMetrics::default(),
+        MemoryNotifier::default(),
+        MemoryClaims::default(),
+    );
+    let detector = Detector::new(MemoryStore::new(), Policy::default());
+    let ports = Ports {
+        metrics: &metrics,
+        notifier: &notifier,
+        detector: &detector,
+        claims: &claims,
+        history: &NoHistory,
+        history_cache: &MemoryHistoryCache::default(),
+    };
+    let outcome = pollster::block_on(process(&ports, delivery(), settings()));
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(outcome.histories_looked_up, 0);
+    let sent = notifier.sent.lock().expect("lock");
+    assert_eq!(sent[0].payload.history, None);
+    assert!(!sent[0].body.contains("KEY HISTORY"));
 }
