@@ -2,6 +2,8 @@
 //!
 //! - `pk = cred#<credential>`, `sk = state`: the credential's state as JSON, with a `version` that every
 //!   write checks (optimistic concurrency: of racing writers exactly one wins, the others re-read);
+//! - `pk = cred#<credential>`, `sk = history`: the key's CloudTrail history looked up when its incident
+//!   opened (or why it could not be), so later alerts carry it without looking it up again;
 //! - `pk = active`, `sk = <credential>`: present while the credential is open or has an alert pending, so the
 //!   sweep is a Query, not a Scan; written in the same transaction as the state;
 //! - `pk = event#<eventID>`, `sk = claim`: an event already counted; conditional puts make a redelivered
@@ -17,6 +19,7 @@ use aws_sdk_dynamodb::types::{
 };
 use tokenwatch_core::contract::table::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use tokenwatch_core::detect::{CredentialState, IncidentStore, Versioned};
+use tokenwatch_core::history::{Enrichment, HistoryCache};
 use tokenwatch_core::identity::CredentialKey;
 use tokenwatch_core::ports::EventClaims;
 use tokenwatch_core::timestamp::Timestamp;
@@ -35,6 +38,8 @@ const MAX_UNPROCESSED_ROUNDS: usize = 8;
 
 const STATE_SORT_KEY: &str = "state";
 const CLAIM_SORT_KEY: &str = "claim";
+const HISTORY_SORT_KEY: &str = "history";
+const HISTORY: &str = "history";
 const ACTIVE_PARTITION: &str = "active";
 const VERSION: &str = "version";
 const STATE: &str = "state";
@@ -67,6 +72,16 @@ fn state_key(credential: &CredentialKey) -> HashMap<String, AttributeValue> {
             s(format!("cred#{}", credential_id(credential))),
         ),
         (SORT_KEY.to_owned(), s(STATE_SORT_KEY)),
+    ])
+}
+
+fn history_key(credential: &CredentialKey) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_owned(),
+            s(format!("cred#{}", credential_id(credential))),
+        ),
+        (SORT_KEY.to_owned(), s(HISTORY_SORT_KEY)),
     ])
 }
 
@@ -269,6 +284,58 @@ impl IncidentStore for DynamoStore {
             }
         }
         Ok(states)
+    }
+}
+
+/// The history item sits beside the state item, in the same partition.
+impl HistoryCache for DynamoStore {
+    type Error = AwsError;
+
+    async fn get(&self, credential: &CredentialKey) -> Result<Option<Enrichment>, AwsError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(history_key(credential)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
+        let Some(json) = output
+            .item
+            .as_ref()
+            .and_then(|item| item.get(HISTORY))
+            .and_then(|v| v.as_s().ok())
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(json).map(Some).map_err(|e| {
+            invalid(
+                "dynamodb:GetItem",
+                format!("history item does not decode: {e}"),
+            )
+        })
+    }
+
+    async fn put(
+        &self,
+        credential: &CredentialKey,
+        enrichment: &Enrichment,
+        expires_at: Timestamp,
+    ) -> Result<(), AwsError> {
+        let json = serde_json::to_string(enrichment)
+            .map_err(|e| invalid("dynamodb:PutItem", e.to_string()))?;
+        let mut item = history_key(credential);
+        item.insert(HISTORY.to_owned(), s(json));
+        item.insert(TTL_ATTRIBUTE.to_owned(), n(expires_at.unix()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:PutItem", e))?;
+        Ok(())
     }
 }
 

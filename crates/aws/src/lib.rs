@@ -1,18 +1,22 @@
 //! Adapters from tokenwatch's ports to AWS, on the AWS SDK for Rust: CloudWatch metrics (or EMF on stdout),
-//! SNS alerts, DynamoDB incident state and event claims, streaming S3 reads.
+//! SNS alerts, DynamoDB incident state and event claims, streaming S3 reads and listings, CloudTrail
+//! event history lookups behind a shared rate limiter.
 
+pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod dynamodb;
 pub mod emf;
+pub mod ratelimit;
 pub mod s3;
 pub mod sdk;
 pub mod sns;
 
+pub use cloudtrail::CloudTrailHistory;
 pub use cloudwatch::CloudWatchMetrics;
 
 pub use dynamodb::{DynamoClaims, DynamoStore};
 pub use emf::EmfMetrics;
-pub use s3::S3Objects;
+pub use s3::{ObjectInfo, S3Objects};
 pub use sdk::{SdkOptions, sdk_config};
 pub use sns::SnsNotifier;
 

@@ -1,10 +1,18 @@
 //! Streaming reads of CloudTrail log files from S3: bytes flow from the network through the decompressor
-//! to the record splitter, so a file of any size never sits in memory.
+//! to the record splitter, so a file of any size never sits in memory. Also the listings a backfill
+//! walks the trail's folders with (one folder level at a time, never the whole bucket).
 
 use aws_sdk_s3::Client;
 use tokio::io::AsyncRead;
 
 use crate::AwsError;
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
 
 #[derive(Debug, Clone)]
 pub struct S3Objects {
@@ -26,6 +34,54 @@ impl S3Objects {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The folders directly under `prefix` (common prefixes with delimiter `/`), all pages.
+    pub async fn list_folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut folders = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("s3:ListObjectsV2", e))?;
+            folders.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+        }
+        Ok(folders)
+    }
+
+    /// Every object under `prefix` (one day's folder), all pages, with its size.
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<ObjectInfo>, AwsError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("s3:ListObjectsV2", e))?;
+            objects.extend(page.contents().iter().filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_owned(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                })
+            }));
+        }
+        Ok(objects)
     }
 
     /// The object's body as an async stream.

@@ -477,3 +477,49 @@ async fn s3_objects_stream_into_the_scanner() {
         .expect("missing object");
     assert!(!missing.retryable, "{missing}");
 }
+
+#[tokio::test]
+async fn a_key_history_is_remembered_beside_the_state() {
+    use tokenwatch_core::history::{
+        Enrichment, HistoryCache, HistoryQuery, Unavailable, summarize,
+    };
+    let stack = Stack::start().await.expect("stack");
+    let store = DynamoStore::new(create_table(&stack).await, TABLE);
+    let obs = observation("ASIAHISTORY", now().unix() - 3000);
+    assert_eq!(store.get(&obs.credential).await.expect("get"), None);
+    let query = HistoryQuery::for_observation(&obs, now()).expect("key");
+    let event = format!(
+        r#"{{"eventID":"h1","eventTime":"{}","eventSource":"s3.amazonaws.com","eventName":"ListBuckets","userIdentity":{{"accessKeyId":"ASIAHISTORY"}}}}"#,
+        Timestamp::from_unix(now().unix() - 3500).rfc3339()
+    );
+    let found = Enrichment::Found {
+        history: summarize(&query, [event.as_str()]),
+        looked_up_at: now(),
+    };
+    store
+        .put(&obs.credential, &found, now().plus_seconds(86_400))
+        .await
+        .expect("put");
+    assert_eq!(store.get(&obs.credential).await.expect("get"), Some(found));
+    let (state, _) = CredentialState::first(&obs, &Policy::default(), now());
+    assert!(
+        store
+            .save(&state, None, now().plus_seconds(86_400))
+            .await
+            .expect("the state item is a different item")
+    );
+    let other = observation("ASIAOTHER", now().unix() - 3000);
+    let unavailable = Enrichment::Unavailable {
+        reason: Unavailable::Denied,
+        detail: "AccessDeniedException".into(),
+        looked_up_at: now(),
+    };
+    store
+        .put(&other.credential, &unavailable, now())
+        .await
+        .expect("put");
+    assert_eq!(
+        store.get(&other.credential).await.expect("get"),
+        Some(unavailable)
+    );
+}
