@@ -17,8 +17,10 @@ pub mod env {
     pub const QUIET_SECONDS: &str = "TOKENWATCH_QUIET_SECONDS";
     pub const ERROR_CODES: &str = "TOKENWATCH_ERROR_CODES";
     pub const MAX_SESSION_SERIES: &str = "TOKENWATCH_MAX_SESSION_SERIES";
+    /// Seconds an invocation may spend looking up newly opened incidents' key histories (0: never).
+    pub const ENRICHMENT_BUDGET_SECONDS: &str = "TOKENWATCH_ENRICHMENT_BUDGET_SECONDS";
 
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         NAMESPACE,
         METRICS_MODE,
         ALERT_TOPIC_ARN,
@@ -29,6 +31,7 @@ pub mod env {
         QUIET_SECONDS,
         ERROR_CODES,
         MAX_SESSION_SERIES,
+        ENRICHMENT_BUDGET_SECONDS,
     ];
 }
 
@@ -155,7 +158,7 @@ mod tests {
     fn contract_serializes_as_infra_expects() {
         let json = serde_json::to_value(contract()).expect("serializes");
         assert_eq!(json["namespace"], "TokenWatch");
-        assert_eq!(json["env"].as_array().map(Vec::len), Some(10));
+        assert_eq!(json["env"].as_array().map(Vec::len), Some(11));
         assert_eq!(json["metrics"][0]["name"], "ExpiredTokenErrors");
         assert_eq!(
             json["metrics"][0]["dimension_sets"][3],

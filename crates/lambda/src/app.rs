@@ -4,21 +4,24 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use tokenwatch_aws::{
-    AwsError, CloudWatchMetrics, DynamoClaims, DynamoStore, EmfMetrics, S3Objects, SdkOptions,
-    SnsNotifier, sdk_config,
+    AwsError, CloudTrailHistory, CloudWatchMetrics, DynamoClaims, DynamoStore, EmfMetrics,
+    S3Objects, SdkOptions, SnsNotifier, sdk_config,
 };
 use tokenwatch_core::contract::source;
 use tokenwatch_core::decode::DecodeError;
 use tokenwatch_core::detect::{Detector, IncidentStore};
 use tokenwatch_core::envelope::{self, Event, Notification, S3Object};
+use tokenwatch_core::history::{
+    CredentialHistory, HistoryCache, HistoryQuery, KeyHistory, LookupError,
+};
 use tokenwatch_core::metrics::MetricDatum;
 use tokenwatch_core::pipeline::{self, Delivery, Origin, Outcome, Ports, Settings};
-use tokenwatch_core::ports::{EventClaims, MetricsSink, Notifier};
+use tokenwatch_core::ports::{EventClaims, MetricsSink, NoHistory, Notifier};
 use tokenwatch_core::{Failure, Problem, Scanner, SourceCounts, Timestamp, Validation};
 use tokio_util::io::SyncIoBridge;
 use tracing::{error, info, warn};
@@ -29,6 +32,8 @@ use crate::objects::ObjectSource;
 /// No new S3 object is started with less than this left before the invocation's deadline: its message is
 /// handed back for redelivery instead, leaving time to report.
 pub const DEADLINE_RESERVE: Duration = Duration::from_secs(60);
+/// History lookups stop at least this long before the invocation's deadline, leaving time to send.
+pub const HISTORY_RESERVE: Duration = Duration::from_secs(20);
 /// Problems logged per object or payload; the rest are only counted.
 const PROBLEMS_LOGGED: usize = 10;
 
@@ -58,6 +63,26 @@ impl MetricsSink for Metrics {
     }
 }
 
+/// CloudTrail history lookups, or none when the budget is zero.
+#[derive(Debug)]
+pub enum Lookups {
+    CloudTrail(CloudTrailHistory),
+    Off(NoHistory),
+}
+
+impl CredentialHistory for Lookups {
+    async fn lookup(
+        &self,
+        query: &HistoryQuery,
+        deadline: Instant,
+    ) -> Result<KeyHistory, LookupError> {
+        match self {
+            Self::CloudTrail(history) => history.lookup(query, deadline).await,
+            Self::Off(off) => off.lookup(query, deadline).await,
+        }
+    }
+}
+
 /// The invocation could not be completed; the delivery should be retried.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -74,19 +99,25 @@ impl From<InvocationError> for lambda_runtime::Diagnostic {
 
 /// Everything an invocation needs, built once at cold start.
 #[derive(Debug)]
-pub struct Handler<M, N, S, C, O> {
+pub struct Handler<M, N, S, C, O, H, K> {
     pub scanner: Arc<Scanner>,
     pub metrics: M,
     pub notifier: N,
     pub detector: Detector<S>,
     pub claims: C,
     pub objects: O,
+    /// The key histories of newly opened incidents, and where they are remembered.
+    pub history: H,
+    pub history_cache: K,
+    /// Time an invocation may spend on history lookups.
+    pub history_budget: Duration,
     pub max_session_series: usize,
     pub clock: fn() -> Timestamp,
 }
 
 /// The production handler.
-pub type App = Handler<Metrics, SnsNotifier, DynamoStore, DynamoClaims, S3Objects>;
+pub type App =
+    Handler<Metrics, SnsNotifier, DynamoStore, DynamoClaims, S3Objects, Lookups, DynamoStore>;
 
 pub fn system_clock() -> Timestamp {
     Timestamp::from_unix(
@@ -108,6 +139,11 @@ impl App {
             MetricsMode::Emf => Metrics::Emf(EmfMetrics::stdout(&config.namespace)),
         };
         let dynamodb = tokenwatch_aws::dynamodb_client(&sdk);
+        let history = if config.enrichment_budget.is_zero() {
+            Lookups::Off(NoHistory)
+        } else {
+            Lookups::CloudTrail(CloudTrailHistory::from_config(&sdk))
+        };
         Handler {
             scanner: Arc::new(Scanner::new(
                 config.error_codes.clone(),
@@ -119,8 +155,11 @@ impl App {
                 DynamoStore::new(dynamodb.clone(), &config.state_table),
                 config.policy,
             ),
-            claims: DynamoClaims::new(dynamodb, &config.state_table, system_clock),
+            claims: DynamoClaims::new(dynamodb.clone(), &config.state_table, system_clock),
             objects: S3Objects::from_config(&sdk),
+            history,
+            history_cache: DynamoStore::new(dynamodb, &config.state_table),
+            history_budget: config.enrichment_budget,
             max_session_series: config.max_session_series,
             clock: system_clock,
         }
@@ -133,13 +172,15 @@ struct ObjectScan {
     counts: SourceCounts,
 }
 
-impl<M, N, S, C, O> Handler<M, N, S, C, O>
+impl<M, N, S, C, O, H, K> Handler<M, N, S, C, O, H, K>
 where
     M: MetricsSink + Sync,
     N: Notifier + Sync,
     S: IncidentStore + Sync,
     C: EventClaims + Sync,
     O: ObjectSource,
+    H: CredentialHistory + Sync,
+    K: HistoryCache + Sync,
 {
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
@@ -157,7 +198,7 @@ where
                 let bytes = serde_json::to_vec(&record).unwrap_or_default();
                 let delivery =
                     self.scan_in_memory([bytes.as_slice()], source::EVENTBRIDGE, "eventbridge");
-                self.finish("eventbridge", delivery, BTreeSet::new())
+                self.finish("eventbridge", delivery, BTreeSet::new(), deadline)
                     .await
                     .map(|_| json!({}))
             }
@@ -168,7 +209,7 @@ where
                         warn!(error = %e, "CloudWatch Logs payload does not decode; counted as malformed");
                         let delivery = malformed(source::CLOUDWATCH_LOGS);
                         return self
-                            .finish("cloudwatch_logs", delivery, BTreeSet::new())
+                            .finish("cloudwatch_logs", delivery, BTreeSet::new(), deadline)
                             .await
                             .map(|_| json!({}));
                     }
@@ -180,7 +221,7 @@ where
                 let messages = payload.log_events.iter().map(|e| e.message.as_bytes());
                 let delivery =
                     self.scan_in_memory(messages, source::CLOUDWATCH_LOGS, &payload.log_group);
-                self.finish("cloudwatch_logs", delivery, BTreeSet::new())
+                self.finish("cloudwatch_logs", delivery, BTreeSet::new(), deadline)
                     .await
                     .map(|_| json!({}))
             }
@@ -214,7 +255,7 @@ where
                         }
                     }
                 }
-                let outcome = self.run_pipeline(delivery).await;
+                let outcome = self.run_pipeline(delivery, deadline).await;
                 failed.extend(outcome.failed_origins.iter().copied());
                 log_outcome("sqs", &outcome, failed.len());
                 let failures: Vec<Value> = failed
@@ -234,7 +275,9 @@ where
                 } else {
                     BTreeSet::from([0])
                 };
-                self.finish("s3", delivery, failed).await.map(|_| json!({}))
+                self.finish("s3", delivery, failed, deadline)
+                    .await
+                    .map(|_| json!({}))
             }
             Event::Scheduled => {
                 let ports = self.ports();
@@ -245,26 +288,39 @@ where
             Event::Unrecognized { reason } => {
                 error!(%reason, "payload of no known shape; counted as malformed, not retried");
                 let delivery = malformed(source::UNRECOGNIZED);
-                self.finish("unrecognized", delivery, BTreeSet::new())
+                self.finish("unrecognized", delivery, BTreeSet::new(), deadline)
                     .await
                     .map(|_| json!({}))
             }
         }
     }
 
-    fn ports(&self) -> Ports<'_, M, N, S, C> {
+    fn ports(&self) -> Ports<'_, M, N, S, C, H, K> {
         Ports {
             metrics: &self.metrics,
             notifier: &self.notifier,
             detector: &self.detector,
             claims: &self.claims,
+            history: &self.history,
+            history_cache: &self.history_cache,
         }
     }
 
-    async fn run_pipeline(&self, delivery: Delivery) -> Outcome {
+    /// Lookups end after the budget, and early enough before the invocation's deadline to send alerts.
+    fn history_deadline(&self, deadline: Option<SystemTime>) -> Instant {
+        let left = deadline.map(|d| {
+            d.duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(HISTORY_RESERVE)
+        });
+        Instant::now() + left.map_or(self.history_budget, |left| left.min(self.history_budget))
+    }
+
+    async fn run_pipeline(&self, delivery: Delivery, deadline: Option<SystemTime>) -> Outcome {
         let settings = Settings {
             now: (self.clock)(),
             max_session_series: self.max_session_series,
+            history_deadline: self.history_deadline(deadline),
         };
         let outcome = pipeline::process(&self.ports(), delivery, settings).await;
         for e in &outcome.errors {
@@ -279,8 +335,9 @@ where
         shape: &'static str,
         delivery: Delivery,
         mut failed: BTreeSet<Origin>,
+        deadline: Option<SystemTime>,
     ) -> Result<(), InvocationError> {
-        let outcome = self.run_pipeline(delivery).await;
+        let outcome = self.run_pipeline(delivery, deadline).await;
         failed.extend(outcome.failed_origins.iter().copied());
         log_outcome(shape, &outcome, failed.len());
         if failed.is_empty() {
@@ -451,6 +508,8 @@ fn log_outcome(shape: &'static str, outcome: &Outcome, failed: usize) {
         incidents_opened = outcome.opened,
         alerts_sent = outcome.alerts_sent,
         alerts_pending = outcome.alerts_pending,
+        histories_looked_up = outcome.histories_looked_up,
+        histories_unavailable = outcome.histories_unavailable,
         failed_origins = failed,
         errors = outcome.errors.len(),
         "invocation done"

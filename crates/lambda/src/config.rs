@@ -1,6 +1,8 @@
 //! The function's configuration: read once at cold start from the environment, validated, and refused with
 //! a message that names the variable when a value is wrong.
 
+use std::time::Duration;
+
 use tokenwatch_core::ErrorCodes;
 use tokenwatch_core::contract::{DEFAULT_NAMESPACE, env};
 use tokenwatch_core::detect::Policy;
@@ -23,6 +25,8 @@ pub struct Config {
     pub policy: Policy,
     pub error_codes: ErrorCodes,
     pub max_session_series: usize,
+    /// Time an invocation may spend looking up the CloudTrail history of incidents it opens; zero: never.
+    pub enrichment_budget: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,6 +46,10 @@ pub enum ConfigError {
 
 /// CloudWatch namespaces are 1 to 255 characters and may not start with `AWS/`.
 const MAX_NAMESPACE_CHARS: usize = 255;
+/// Enough for a few lookups at LookupEvents' 2 requests per second without making on-call wait.
+pub const DEFAULT_ENRICHMENT_BUDGET_SECONDS: u64 = 10;
+/// An alert should not wait longer than this for its history.
+pub const MAX_ENRICHMENT_BUDGET_SECONDS: u64 = 60;
 
 impl Config {
     /// Reads the configuration through `lookup` (the process environment in production).
@@ -122,6 +130,18 @@ impl Config {
                 "is too large",
             )
         })?;
+        let budget = number(
+            env::ENRICHMENT_BUDGET_SECONDS,
+            DEFAULT_ENRICHMENT_BUDGET_SECONDS,
+            0,
+        )?;
+        if budget > MAX_ENRICHMENT_BUDGET_SECONDS {
+            return Err(invalid(
+                env::ENRICHMENT_BUDGET_SECONDS,
+                &budget.to_string(),
+                &format!("must be at most {MAX_ENRICHMENT_BUDGET_SECONDS} (0 turns lookups off)"),
+            ));
+        }
         Ok(Self {
             namespace,
             metrics_mode,
@@ -130,6 +150,7 @@ impl Config {
             policy,
             error_codes,
             max_session_series,
+            enrichment_budget: Duration::from_secs(budget),
         })
     }
 }
@@ -164,6 +185,7 @@ mod tests {
         assert_eq!(c.policy, Policy::default());
         assert_eq!(c.error_codes, ErrorCodes::default());
         assert_eq!(c.max_session_series, 50);
+        assert_eq!(c.enrichment_budget, Duration::from_secs(10));
     }
 
     #[test]
@@ -178,6 +200,7 @@ mod tests {
             ("TOKENWATCH_QUIET_SECONDS", "900"),
             ("TOKENWATCH_ERROR_CODES", "ExpiredToken"),
             ("TOKENWATCH_MAX_SESSION_SERIES", "10"),
+            ("TOKENWATCH_ENRICHMENT_BUDGET_SECONDS", "0"),
         ]);
         let c = config(&vars).expect("valid");
         assert_eq!(c.namespace, "Custom/Tokens");
@@ -193,6 +216,7 @@ mod tests {
         );
         assert_eq!(c.error_codes.expired(), ["ExpiredToken"]);
         assert_eq!(c.max_session_series, 10);
+        assert_eq!(c.enrichment_budget, Duration::ZERO);
     }
 
     #[test]
@@ -231,6 +255,10 @@ mod tests {
             (
                 vec![("TOKENWATCH_MAX_SESSION_SERIES", "0")],
                 "TOKENWATCH_MAX_SESSION_SERIES",
+            ),
+            (
+                vec![("TOKENWATCH_ENRICHMENT_BUDGET_SECONDS", "600")],
+                "TOKENWATCH_ENRICHMENT_BUDGET_SECONDS",
             ),
         ] {
             let mut vars: Vec<(&str, &str)> =

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokenwatch_aws::AwsError;
 use tokenwatch_core::contract::metric;
 use tokenwatch_core::detect::{Detector, MemoryStore, Policy};
-use tokenwatch_core::ports::{MemoryClaims, MemoryMetrics, MemoryNotifier};
+use tokenwatch_core::ports::{
+    MemoryClaims, MemoryHistory, MemoryHistoryCache, MemoryMetrics, MemoryNotifier,
+};
 use tokenwatch_core::sample::{DEFAULT_FILE_PERIOD_SECONDS, Sample, SampleSpec};
 use tokenwatch_core::{ErrorCodes, Scanner, Timestamp, Validation};
 use tokenwatch_lambda::objects::ObjectReader;
@@ -44,7 +46,15 @@ impl ObjectSource for MemoryObjects {
     }
 }
 
-type TestHandler = Handler<MemoryMetrics, MemoryNotifier, MemoryStore, MemoryClaims, MemoryObjects>;
+type TestHandler = Handler<
+    MemoryMetrics,
+    MemoryNotifier,
+    MemoryStore,
+    MemoryClaims,
+    MemoryObjects,
+    MemoryHistory,
+    MemoryHistoryCache,
+>;
 
 fn clock() -> Timestamp {
     Timestamp::parse("2026-11-26T06:10:00Z").expect("time")
@@ -58,6 +68,9 @@ fn handler(objects: MemoryObjects) -> TestHandler {
         detector: Detector::new(MemoryStore::new(), Policy::default()),
         claims: MemoryClaims::default(),
         objects,
+        history: MemoryHistory::default(),
+        history_cache: MemoryHistoryCache::default(),
+        history_budget: std::time::Duration::from_secs(10),
         max_session_series: 50,
         clock,
     }
@@ -153,6 +166,14 @@ fn sqs_batch_reports_only_the_failed_messages() {
         "body": json!({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "trail"}, "object": {"key": "AWSLogs/gone.json.gz"}}}]}).to_string()}));
     messages.push(json!({"messageId": "junk", "body": "not json", "eventSource": "aws:sqs"}));
     let h = handler(objects);
+    // CloudTrail's event history holds every call made with the scenarios' keys.
+    for n in 0..sample.file_count() {
+        for record in sample.file(n).records {
+            if let Some(key) = record["userIdentity"]["accessKeyId"].as_str() {
+                h.history.add(key, record.to_string());
+            }
+        }
+    }
     let response = run(&h, json!({"Records": messages})).expect("handled");
     assert_eq!(
         response,
@@ -176,12 +197,22 @@ fn sqs_batch_reports_only_the_failed_messages() {
         "+ the missing object and the junk body"
     );
     assert_eq!(total(&h, metric::MALFORMED_RECORDS, 1), 2.0);
-    let alerts = h.notifier.sent.lock().expect("lock").len();
+    let alerts = h.notifier.sent.lock().expect("lock");
     assert_eq!(
-        alerts,
+        alerts.len(),
         manifest.caching_scenarios.len(),
         "one alert per caching scenario"
     );
+    assert_eq!(h.history.lookups(), alerts.len(), "one lookup per incident");
+    for alert in alerts.iter() {
+        let history = alert.payload.history.as_ref().expect("history");
+        assert_eq!(history.status, "found", "{}", alert.subject);
+        let worked = history
+            .last_worked
+            .expect("the key worked before it expired");
+        assert!(worked < alert.payload.first_failure, "{}", alert.body);
+        assert!(alert.body.contains("last worked at"), "{}", alert.body);
+    }
 }
 
 #[test]

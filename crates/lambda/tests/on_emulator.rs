@@ -18,7 +18,7 @@ use tokenwatch_aws::{
 };
 use tokenwatch_core::contract::{metric, table};
 use tokenwatch_core::detect::{Detector, Policy};
-use tokenwatch_core::ports::MetricsSink;
+use tokenwatch_core::ports::{MetricsSink, NoHistory};
 use tokenwatch_core::sample::{
     DEFAULT_FILE_PERIOD_SECONDS, Manifest, SAMPLE_SPAN_SECONDS, Sample, SampleSpec,
 };
@@ -119,15 +119,18 @@ impl World {
     fn handler_with<M: MetricsSink>(
         &self,
         metrics: M,
-    ) -> Handler<M, SnsNotifier, DynamoStore, DynamoClaims, S3Objects> {
+    ) -> Handler<M, SnsNotifier, DynamoStore, DynamoClaims, S3Objects, NoHistory, DynamoStore> {
         let dynamodb = aws_sdk_dynamodb::Client::new(&self.config);
         Handler {
             scanner: Arc::new(Scanner::new(ErrorCodes::default(), Validation::Structure)),
             metrics,
             notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&self.config), &self.topic),
             detector: Detector::new(DynamoStore::new(dynamodb.clone(), TABLE), Policy::default()),
-            claims: DynamoClaims::new(dynamodb, TABLE, now),
+            claims: DynamoClaims::new(dynamodb.clone(), TABLE, now),
             objects: S3Objects::from_config(&self.config),
+            history: NoHistory,
+            history_cache: DynamoStore::new(dynamodb, TABLE),
+            history_budget: std::time::Duration::from_secs(10),
             max_session_series: 50,
             clock: now,
         }
@@ -135,7 +138,15 @@ impl World {
 
     fn handler(
         &self,
-    ) -> Handler<CloudWatchMetrics, SnsNotifier, DynamoStore, DynamoClaims, S3Objects> {
+    ) -> Handler<
+        CloudWatchMetrics,
+        SnsNotifier,
+        DynamoStore,
+        DynamoClaims,
+        S3Objects,
+        NoHistory,
+        DynamoStore,
+    > {
         self.handler_with(CloudWatchMetrics::new(
             aws_sdk_cloudwatch::Client::new(&self.config),
             NAMESPACE,
