@@ -11,7 +11,6 @@ CARGO ?= cargo
 PYTHON ?= python3
 TOKENWATCH_BIN := target/debug/tokenwatch
 TOKENWATCH_RELEASE_BIN := target/release/tokenwatch
-DEMO_DIR := demo-data
 TOOLS_VENV := .venv/tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
@@ -30,7 +29,9 @@ $(TOOLS_STAMP): tools/requirements.txt
 	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
+# The end-to-end tests run the real Lambda binary, so it is built first.
 test-rust: $(TOOLS_STAMP)
+	$(CARGO) build --locked -p tokenwatch-lambda
 	PATH="$(CURDIR)/$(TOOLS_VENV)/bin:$$PATH" $(CARGO) test --workspace --locked
 
 lint: lint-rust infra-lint
@@ -45,13 +46,25 @@ $(TOKENWATCH_BIN):
 $(TOKENWATCH_RELEASE_BIN):
 	$(CARGO) build --locked --release -p tokenwatch-cli
 
-bench: $(TOKENWATCH_RELEASE_BIN)
+bench: $(TOKENWATCH_RELEASE_BIN) $(TOOLS_STAMP)
 	TOKENWATCH_BIN=$(TOKENWATCH_RELEASE_BIN) PYTHON=$(PYTHON) bench/run.sh
+	$(CARGO) build --locked --release -p tokenwatch-lambda -p tokenwatch-e2e
+	TOKENWATCH_LAMBDA_BIN=target/release/tokenwatch-lambda target/release/tokenwatch-lambda-bench
 
-demo: $(TOKENWATCH_RELEASE_BIN)
-	rm -rf $(DEMO_DIR)
-	$(TOKENWATCH_RELEASE_BIN) sample $(DEMO_DIR) --seed 7
-	$(TOKENWATCH_RELEASE_BIN) scan $(DEMO_DIR)
+# The pipeline end to end on local emulators; everything it starts stops when it ends or is interrupted.
+demo: $(TOOLS_STAMP)
+	$(CARGO) build --locked -p tokenwatch-lambda -p tokenwatch-e2e
+	target/debug/tokenwatch-demo
+
+# The Lambda for arm64 (what SAM packages as bootstrap). Cross-compiling needs the aarch64 Rust target;
+# cargo lambda brings the linker (zig) with it.
+build: $(TOOLS_STAMP)
+	PATH="$(CURDIR)/$(TOOLS_VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p tokenwatch-lambda
+
+# SAM builds the function itself (BuildMethod rust-cargolambda); --guided the first time, to create samconfig.toml.
+deploy: $(TOOLS_STAMP) $(INFRA_SAM_STAMP)
+	cd infra && PATH="$(CURDIR)/$(TOOLS_VENV)/bin:$$PATH" $(CURDIR)/$(INFRA_SAM_VENV)/bin/sam build
+	cd infra && $(CURDIR)/$(INFRA_SAM_VENV)/bin/sam deploy $(if $(wildcard infra/samconfig.toml),,--guided)
 
 clean: infra-clean
-	rm -rf target $(DEMO_DIR) bench-data .venv
+	rm -rf target bench-data .venv
