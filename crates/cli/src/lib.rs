@@ -1,12 +1,16 @@
-//! The `tokenwatch` command for people: scan CloudTrail files, generate sample data, print the contract.
+//! The `tokenwatch` command for people: scan CloudTrail files, backfill from a trail's bucket, generate
+//! sample data, print the contract.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use tokenwatch_core::Timestamp;
+use tokenwatch_core::{ErrorCodes, Scanner, Timestamp, Validation};
 
+mod backfill_cmd;
+mod collect;
+pub mod period;
 mod sample_cmd;
 mod scan_cmd;
 pub mod sources;
@@ -29,6 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Count ExpiredToken failures per principal and role session in CloudTrail files.
     Scan(ScanArgs),
+    /// Scan a trail's log files in S3 for a past period (by their date folders), and optionally replay the
+    /// counts as CloudWatch metrics with their original timestamps.
+    Backfill(BackfillArgs),
     /// Write realistic sample CloudTrail log files (gzipped, in the trail bucket layout).
     Sample(SampleArgs),
     /// Print the names shared with the deployment: environment, metrics, dimensions, table keys.
@@ -51,6 +58,13 @@ pub struct ScanArgs {
     /// S3 log files `{"Records":[...]}`, JSON arrays and NDJSON, plain or gzipped.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// How records are counted and the report shown: shared by `scan` and `backfill`, so both report alike.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Error codes that count as expired-token failures, comma-separated.
@@ -76,7 +90,7 @@ pub struct ScanArgs {
     pub quiet: u64,
 }
 
-impl ScanArgs {
+impl ReportArgs {
     pub fn policy(&self) -> tokenwatch_core::detect::Policy {
         tokenwatch_core::detect::Policy {
             min_failures: self.min_failures,
@@ -85,6 +99,74 @@ impl ScanArgs {
             ..tokenwatch_core::detect::Policy::default()
         }
     }
+
+    pub fn scanner(&self) -> Result<Scanner> {
+        let codes = ErrorCodes::parse_list(&self.error_codes)
+            .with_context(|| format!("--error-codes names no code: {:?}", self.error_codes))?;
+        let validation = if self.validate_all {
+            Validation::Full
+        } else {
+            Validation::Structure
+        };
+        Ok(Scanner::new(codes, validation))
+    }
+
+    /// Whether to show a progress bar: on a terminal, unless told not to.
+    pub fn progress(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.no_progress && std::io::stderr().is_terminal()
+    }
+}
+
+/// Where the AWS calls go, as with the AWS CLI: the standard credential chain (environment, profiles, SSO,
+/// instance and container roles) and these overrides.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsArgs {
+    /// The Region for the calls (default: AWS_REGION, then the profile's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// A named profile from ~/.aws/config (default: AWS_PROFILE, then `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Send every call to this endpoint (an S3-compatible store, a local emulator).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    /// The trail's bucket and key prefix: s3://BUCKET or s3://BUCKET/PREFIX (the folder holding AWSLogs/).
+    pub location: String,
+    /// Start of the period: a duration back from now (`7d`, `36h`, `90m`, `2w`), a date (`2026-11-20`, its
+    /// first second, UTC) or an RFC 3339 time.
+    #[arg(long, value_parser = period::parse_since)]
+    pub since: period::When,
+    /// End of the period (default: now): same forms; a date means the end of that day.
+    #[arg(long, value_parser = period::parse_until)]
+    pub until: Option<period::When>,
+    /// Only these accounts (repeatable; default: every account folder found).
+    #[arg(long = "account")]
+    pub accounts: Vec<String>,
+    /// Only these trail Regions (repeatable; default: every Region folder found).
+    #[arg(long = "trail-region")]
+    pub trail_regions: Vec<String>,
+    /// Objects read at once.
+    #[arg(long, default_value_t = backfill_cmd::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Replay the counts as CloudWatch metrics with their original minute timestamps (data older than
+    /// CloudWatch's two weeks is skipped and reported).
+    #[arg(long)]
+    pub publish: bool,
+    /// The CloudWatch namespace for --publish.
+    #[arg(long, default_value = tokenwatch_core::contract::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// `[Principal, SessionName]` series kept by name for --publish; the rest are published as `other`.
+    #[arg(long, default_value_t = tokenwatch_core::metrics::DEFAULT_MAX_SESSION_SERIES)]
+    pub max_session_series: usize,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +193,7 @@ fn parse_time(text: &str) -> Result<Timestamp, String> {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Scan(args) => scan_cmd::run(&args),
+        Command::Backfill(args) => backfill_cmd::run(&args),
         Command::Sample(args) => sample_cmd::run(&args),
         Command::Contract { .. } => {
             println!(

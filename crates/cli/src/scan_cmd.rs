@@ -1,40 +1,23 @@
 //! `tokenwatch scan`: all cores on the files, one collector for the counts, problems on stderr as they
 //! come, a progress bar when it takes a while.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use anyhow::{Result, bail};
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 use tokenwatch_core::alert::{self, Alert};
-use tokenwatch_core::detect::{
-    CredentialState, Notice, NoticeKind, Observations, Policy, observe_into,
-};
+use tokenwatch_core::detect::{CredentialState, Notice, NoticeKind, Observations, Policy};
 use tokenwatch_core::report::IncidentReport;
-use tokenwatch_core::{
-    ErrorCodes, Failure, Problem, ScanReport, Scanner, SourceCounts, Tally, Validation,
-};
+use tokenwatch_core::{Problem, ScanReport, Scanner, SourceCounts, Tally};
 
+use crate::collect::{CHANNEL_DEPTH, Counted, Message, collect, progress_bar};
 use crate::sources::{self, Source};
-use crate::{Format, ScanArgs, table};
-
-/// The progress bar appears only when a scan takes longer than this.
-const PROGRESS_DELAY: Duration = Duration::from_secs(1);
-/// Problems printed per source before the rest are only counted.
-const PROBLEMS_SHOWN_PER_SOURCE: usize = 10;
-/// Failures in flight between the scanning threads and the collector.
-const CHANNEL_DEPTH: usize = 4096;
-
-enum Message {
-    Failure(Box<Failure>),
-    Problem(usize, Problem),
-    Done(SourceCounts),
-}
+use crate::{Format, ReportArgs, ScanArgs, table};
 
 /// What a scan produced.
 #[derive(Debug)]
@@ -48,14 +31,7 @@ pub struct ScanOutcome {
 }
 
 pub fn run(args: &ScanArgs) -> Result<ExitCode> {
-    let codes = ErrorCodes::parse_list(&args.error_codes)
-        .with_context(|| format!("--error-codes names no code: {:?}", args.error_codes))?;
-    let validation = if args.validate_all {
-        Validation::Full
-    } else {
-        Validation::Structure
-    };
-    let scanner = Scanner::new(codes, validation);
+    let scanner = args.report.scanner()?;
     let (sources, unusable) = sources::collect(&args.paths);
     for problem in &unusable {
         eprintln!("tokenwatch: error: {problem}");
@@ -63,8 +39,26 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
     if sources.is_empty() {
         bail!("nothing to scan in {}", display_paths(&args.paths));
     }
-    let progress = !args.no_progress && io::stderr().is_terminal();
-    let outcome = scan_sources(&sources, &scanner, progress, |line| eprintln!("{line}"));
+    let outcome = scan_sources(&sources, &scanner, args.report.progress(), |line| {
+        eprintln!("{line}")
+    });
+    print_report(&args.report, &outcome, &Extra::default())?;
+    Ok(if unusable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// What a command adds to the scan report: JSON fields, and lines after the table.
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub json: Vec<(&'static str, serde_json::Value)>,
+    pub table: String,
+}
+
+/// Prints the scan report (and alerts, if asked for) in the chosen format, with the command's extras.
+pub fn print_report(args: &ReportArgs, outcome: &ScanOutcome, extra: &Extra) -> Result<()> {
     let policy = args.policy();
     let report = ScanReport::new(
         &outcome.tally,
@@ -87,11 +81,15 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
                     })
                     .collect();
             }
+            for (key, value) in &extra.json {
+                json[*key] = value.clone();
+            }
             serde_json::to_writer_pretty(&mut out, &json)?;
             writeln!(out)?;
         }
         Format::Table => {
-            out.write_all(table::render(&report, &outcome, &policy).as_bytes())?;
+            out.write_all(table::render(&report, outcome, &policy).as_bytes())?;
+            out.write_all(extra.table.as_bytes())?;
             for (i, alert) in alerts.iter().enumerate() {
                 writeln!(
                     out,
@@ -104,11 +102,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if unusable.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(())
 }
 
 /// The "opened" alert of each incident, as on-call would have received it, with the scan's final figures.
@@ -147,21 +141,9 @@ pub fn scan_sources(
     show_progress: bool,
     warn: impl Fn(&str) + Send,
 ) -> ScanOutcome {
-    let started = Instant::now();
     let total: u64 = sources.iter().map(Source::size).sum();
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} scanning [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = progress_bar(total, "scanning");
     let (tx, rx) = mpsc::sync_channel::<Message>(CHANNEL_DEPTH);
-    let mut tally = Tally::new();
-    let mut observations = Observations::new();
-    let mut problems_by_source: HashMap<usize, usize> = HashMap::new();
-    let mut problems = 0u64;
     std::thread::scope(|scope| {
         let bar_for_workers = bar.clone();
         scope.spawn(move || {
@@ -172,59 +154,15 @@ pub fn scan_sources(
                     scan_one(scanner, index, source, &bar_for_workers, tx);
                 });
         });
-        let mut visible = false;
-        loop {
-            let message = match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(message) => message,
-                Err(RecvTimeoutError::Timeout) => {
-                    if show_progress && !visible && started.elapsed() >= PROGRESS_DELAY {
-                        bar.set_draw_target(ProgressDrawTarget::stderr());
-                        visible = true;
-                    }
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            match message {
-                Message::Failure(failure) => {
-                    if tally.add(&failure) {
-                        observe_into(&mut observations, &failure);
-                    }
-                }
-                Message::Done(counts) => tally.add_counts(counts),
-                Message::Problem(index, problem) => {
-                    problems += 1;
-                    let shown = problems_by_source.entry(index).or_default();
-                    *shown += 1;
-                    if *shown <= PROBLEMS_SHOWN_PER_SOURCE {
-                        let line =
-                            format!("tokenwatch: warning: {}: {problem}", sources[index].name());
-                        bar.suspend(|| warn(&line));
-                    }
-                }
-            }
-        }
-    });
-    bar.finish_and_clear();
-    let mut hidden: Vec<_> = problems_by_source
-        .into_iter()
-        .filter(|(_, n)| *n > PROBLEMS_SHOWN_PER_SOURCE)
-        .collect();
-    hidden.sort();
-    for (index, n) in hidden {
-        warn(&format!(
-            "tokenwatch: warning: {}: {} more problems not shown",
-            sources[index].name(),
-            n - PROBLEMS_SHOWN_PER_SOURCE
-        ));
-    }
-    ScanOutcome {
-        tally,
-        observations,
-        elapsed: started.elapsed(),
-        sources: sources.len(),
-        problems,
-    }
+        collect(
+            &rx,
+            sources.len(),
+            |index| sources[index].name(),
+            &bar,
+            show_progress,
+            warn,
+        )
+    })
 }
 
 fn scan_one(
@@ -269,18 +207,4 @@ fn scan_one(
         },
     };
     send(tx, Message::Done(counts));
-}
-
-/// Advances the progress bar by the bytes read from disk.
-struct Counted<'a, R> {
-    inner: R,
-    bar: &'a ProgressBar,
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
 }

@@ -21,6 +21,7 @@ pub mod sample;
 pub mod scan;
 pub mod tally;
 pub mod timestamp;
+pub mod trail;
 
 pub use classify::ErrorCodes;
 pub use identity::{CredentialKey, Identity};
