@@ -130,51 +130,23 @@ pub async fn read_series(
         .metric_name(name)
         .send()
         .await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
-    let mut out = Vec::new();
+    let mut out: Vec<Series> = Vec::new();
     for m in listed.metrics() {
-        let mut metric = Metric::builder().namespace(namespace).metric_name(name);
-        let mut dimensions = BTreeMap::new();
-        for d in m.dimensions() {
-            metric = metric.dimensions(
-                Dimension::builder()
-                    .name(d.name().unwrap_or_default())
-                    .value(d.value().unwrap_or_default())
-                    .build(),
-            );
-            dimensions.insert(
-                d.name().unwrap_or_default().to_owned(),
-                d.value().unwrap_or_default().to_owned(),
-            );
-        }
-        let data = client
-            .get_metric_data()
-            .metric_data_queries(
-                MetricDataQuery::builder()
-                    .id("s")
-                    .metric_stat(
-                        MetricStat::builder()
-                            .metric(metric.build())
-                            .period(60)
-                            .stat("Sum")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .start_time(DateTime::from_secs(now - hours * 3600))
-            .end_time(DateTime::from_secs(now + 600))
-            .send()
-            .await?;
-        let sum = data
-            .metric_data_results()
+        let dimensions: BTreeMap<String, String> = m
+            .dimensions()
             .iter()
-            .flat_map(|r| r.values())
-            .sum();
-        if !out.iter().any(|s: &Series| s.dimensions == dimensions) {
-            out.push(Series { dimensions, sum });
+            .map(|d| {
+                (
+                    d.name().unwrap_or_default().to_owned(),
+                    d.value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        if out.iter().any(|s| s.dimensions == dimensions) {
+            continue;
         }
+        let sum = sum_over(&client, namespace, name, &dimensions, hours).await?;
+        out.push(Series { dimensions, sum });
     }
     out.sort_by(|a, b| {
         b.sum
@@ -192,10 +164,25 @@ pub async fn metric_sum(
     name: &str,
     dimensions: &[(&str, &str)],
 ) -> Result<f64> {
+    let dimensions: BTreeMap<String, String> = dimensions
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let client = aws_sdk_cloudwatch::Client::new(config);
+    sum_over(&client, namespace, name, &dimensions, 24).await
+}
+
+/// GetMetricData's Sum of one series over the last `hours`.
+async fn sum_over(
+    client: &aws_sdk_cloudwatch::Client,
+    namespace: &str,
+    name: &str,
+    dimensions: &BTreeMap<String, String>,
+    hours: i64,
+) -> Result<f64> {
     let mut metric = Metric::builder().namespace(namespace).metric_name(name);
     for (k, v) in dimensions {
-        metric = metric.dimensions(Dimension::builder().name(*k).value(*v).build());
+        metric = metric.dimensions(Dimension::builder().name(k).value(v).build());
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -214,7 +201,7 @@ pub async fn metric_sum(
                 )
                 .build(),
         )
-        .start_time(DateTime::from_secs(now - 86_400))
+        .start_time(DateTime::from_secs(now - hours * 3600))
         .end_time(DateTime::from_secs(now + 600))
         .send()
         .await?;
