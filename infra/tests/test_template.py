@@ -116,6 +116,7 @@ def test_function_environment_defaults(stack):
         "TOKENWATCH_QUIET_SECONDS": "1800",
         "TOKENWATCH_ERROR_CODES": "ExpiredToken,ExpiredTokenException",
         "TOKENWATCH_MAX_SESSION_SERIES": "50",
+        "TOKENWATCH_ENRICHMENT_BUDGET_SECONDS": "10",
         "RUST_LOG": "info",
     }
 
@@ -363,10 +364,16 @@ def test_function_role_actions_have_no_wildcards(stack):
             assert "*" not in action, statement
 
 
-def test_only_put_metric_data_has_a_star_resource_and_it_is_scoped_by_namespace(stack):
+# Actions that have no resource-level permissions, so "*" is their only possible resource.
+STAR_RESOURCE_ACTIONS = {"cloudwatch:PutMetricData", "cloudtrail:LookupEvents"}
+
+
+def test_only_actions_without_resource_permissions_have_a_star_resource(stack):
     for statement in role_statements(stack):
         if "*" in as_list(statement["Resource"]):
-            assert as_list(statement["Action"]) == ["cloudwatch:PutMetricData"], statement
+            actions = as_list(statement["Action"])
+            assert len(actions) == 1 and actions[0] in STAR_RESOURCE_ACTIONS, statement
+            assert "Condition" in statement or actions == ["cloudtrail:LookupEvents"], statement
     (put,) = statements_with_action(stack, "cloudwatch:PutMetricData")
     assert put["Condition"] == {"StringEquals": {"cloudwatch:namespace": "TokenWatch"}}
 
