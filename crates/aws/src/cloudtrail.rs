@@ -1,12 +1,15 @@
-//! A key's CloudTrail event history with `LookupEvents` (attribute `AccessKeyId`): pages read through the
-//! process-wide rate limiter, at most [`MAX_LOOKUP_PAGES`], never past the caller's deadline, and
-//! summarized by the core's pure [`HistoryBuilder`]. Throttling is retried by the SDK's standard retry
+//! A key's CloudTrail event history with `LookupEvents` (attribute `AccessKeyId`), in the Region the key's
+//! calls were made in: pages read through the process-wide rate limiter of that Region, at most
+//! [`MAX_LOOKUP_PAGES`], never past the caller's deadline, and summarized by the core's pure
+//! [`HistoryBuilder`]. Throttling is retried by the SDK's standard retry
 //! policy; what is still throttled, denied or late comes back as a [`LookupError`] the alert explains.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use aws_sdk_cloudtrail::Client;
+use aws_sdk_cloudtrail::config::Region;
 use aws_sdk_cloudtrail::primitives::DateTime;
 use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -26,42 +29,82 @@ const DENIED_CODES: [&str; 3] = [
     "UnauthorizedOperation",
 ];
 
-/// The one bucket for `LookupEvents` in this process: the limit is per account and Region, so every lookup
-/// shares it.
-pub fn lookup_events_limiter() -> Arc<TokenBucket> {
-    static LIMITER: OnceLock<Arc<TokenBucket>> = OnceLock::new();
-    Arc::clone(LIMITER.get_or_init(|| {
-        Arc::new(TokenBucket::new(
-            LOOKUP_EVENTS_PER_SECOND,
-            LOOKUP_EVENTS_PER_SECOND,
-        ))
-    }))
+/// One token bucket per Region: `LookupEvents`' limit is per account and Region, so every lookup in this
+/// process for a Region shares that Region's bucket.
+#[derive(Debug)]
+pub struct RegionLimiters {
+    per_second: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
+}
+
+impl RegionLimiters {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self {
+            per_second,
+            burst,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// The process-wide limiters at `LookupEvents`' rate.
+    pub fn lookup_events() -> Arc<Self> {
+        static LIMITERS: OnceLock<Arc<RegionLimiters>> = OnceLock::new();
+        Arc::clone(LIMITERS.get_or_init(|| {
+            Arc::new(RegionLimiters::new(
+                LOOKUP_EVENTS_PER_SECOND,
+                LOOKUP_EVENTS_PER_SECOND,
+            ))
+        }))
+    }
+
+    pub fn for_region(&self, region: &str) -> Arc<TokenBucket> {
+        // A poisoned map only means a caller panicked while inserting; the buckets in it are fine.
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            buckets
+                .entry(region.to_owned())
+                .or_insert_with(|| Arc::new(TokenBucket::new(self.per_second, self.burst))),
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct CloudTrailHistory {
     client: Client,
-    limiter: Arc<TokenBucket>,
+    limiters: Arc<RegionLimiters>,
     max_pages: usize,
 }
 
 impl CloudTrailHistory {
-    /// Lookups through the process-wide limiter.
+    /// Lookups through the process-wide limiters.
     pub fn new(client: Client) -> Self {
-        Self::with_limiter(client, lookup_events_limiter())
+        Self::with_limiters(client, RegionLimiters::lookup_events())
     }
 
-    /// Lookups through a limiter of the caller's (tests give each their own).
-    pub fn with_limiter(client: Client, limiter: Arc<TokenBucket>) -> Self {
+    /// Lookups through limiters of the caller's (tests give each their own).
+    pub fn with_limiters(client: Client, limiters: Arc<RegionLimiters>) -> Self {
         Self {
             client,
-            limiter,
+            limiters,
             max_pages: MAX_LOOKUP_PAGES,
         }
     }
 
     pub fn from_config(config: &aws_config::SdkConfig) -> Self {
         Self::new(Client::new(config))
+    }
+
+    /// The Region a query goes to: its own, else the client's.
+    fn region_of(&self, query: &HistoryQuery) -> String {
+        query
+            .region
+            .clone()
+            .or_else(|| self.client.config().region().map(ToString::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -111,6 +154,8 @@ impl CredentialHistory for CloudTrailHistory {
             .attribute_value(key)
             .build()
             .map_err(|e| LookupError::new(Unavailable::Failed, e.to_string()))?;
+        let region = self.region_of(query);
+        let limiter = self.limiters.for_region(&region);
         let mut builder = HistoryBuilder::new(query);
         let mut next_token: Option<String> = None;
         let mut pages = 0;
@@ -122,7 +167,7 @@ impl CredentialHistory for CloudTrailHistory {
                 ));
                 break;
             }
-            if let Err(late) = self.limiter.acquire(deadline).await {
+            if let Err(late) = limiter.acquire(deadline).await {
                 let error = LookupError::new(Unavailable::TimedOut, late.to_string());
                 return partial(builder, pages, error);
             }
@@ -134,6 +179,11 @@ impl CredentialHistory for CloudTrailHistory {
                 .end_time(DateTime::from_secs(query.end.unix()))
                 .max_results(LOOKUP_EVENTS_PAGE_SIZE)
                 .set_next_token(next_token.take())
+                .customize()
+                .config_override(
+                    aws_sdk_cloudtrail::config::Builder::default()
+                        .region(Region::new(region.clone())),
+                )
                 .send();
             let output = match tokio::time::timeout_at(deadline, request).await {
                 Err(_) => {
@@ -152,7 +202,7 @@ impl CredentialHistory for CloudTrailHistory {
                     builder.add(json);
                 }
             }
-            debug!(access_key_id = %key, page = pages, events = output.events().len(), "LookupEvents page");
+            debug!(access_key_id = %key, region = %region, page = pages, events = output.events().len(), "LookupEvents page");
             match output.next_token {
                 Some(token) if !token.is_empty() => next_token = Some(token),
                 _ => break,
@@ -161,6 +211,7 @@ impl CredentialHistory for CloudTrailHistory {
         let history = builder.finish();
         info!(
             access_key_id = %key,
+            region = %region,
             pages,
             events = history.events,
             complete = history.incomplete.is_none(),

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokenwatch_aws::ratelimit::TokenBucket;
+use tokenwatch_aws::cloudtrail::RegionLimiters;
 use tokenwatch_aws::{CloudTrailHistory, SdkOptions, sdk};
 use tokenwatch_core::Timestamp;
 use tokenwatch_core::history::{
@@ -41,8 +41,8 @@ enum Answer {
     Hang,
 }
 
-/// A request as the stub saw it: `X-Amz-Target`, `Content-Type`, the JSON body.
-type Seen = (Option<String>, Option<String>, Value);
+/// A request as the stub saw it: `X-Amz-Target`, `Content-Type`, the JSON body, `Authorization`.
+type Seen = (Option<String>, Option<String>, Value, Option<String>);
 
 #[derive(Default)]
 struct Script {
@@ -95,6 +95,7 @@ async fn answer(script: &Script, request: Request<Incoming>) -> Response<Full<By
             .map(str::to_owned)
     };
     let (target, content_type) = (header("x-amz-target"), header("content-type"));
+    let authorization = header("authorization");
     let body = request
         .into_body()
         .collect()
@@ -106,6 +107,7 @@ async fn answer(script: &Script, request: Request<Incoming>) -> Response<Full<By
         target.clone(),
         content_type.clone(),
         body.clone(),
+        authorization,
     ));
     let reply = |status: u16, body: Value| {
         Response::builder()
@@ -174,6 +176,7 @@ const T0: i64 = 1_790_000_000;
 fn query() -> HistoryQuery {
     HistoryQuery {
         access_key_id: KEY.to_owned(),
+        region: None,
         start: Timestamp::from_unix(T0 - 7200),
         end: Timestamp::from_unix(T0 + 600),
     }
@@ -189,9 +192,9 @@ async fn history(stub: &Stub) -> CloudTrailHistory {
     .credentials_provider(Credentials::for_tests())
     .load()
     .await;
-    CloudTrailHistory::with_limiter(
+    CloudTrailHistory::with_limiters(
         aws_sdk_cloudtrail::Client::new(&config),
-        Arc::new(TokenBucket::new(1000, 1000)),
+        Arc::new(RegionLimiters::new(1000, 1000)),
     )
 }
 
@@ -239,7 +242,7 @@ async fn pages_are_followed_by_next_token_and_summarized() {
 
     let requests = stub.requests();
     assert_eq!(requests.len(), 3);
-    for (target, content_type, _) in &requests {
+    for (target, content_type, _, _) in &requests {
         assert_eq!(target.as_deref(), Some(TARGET));
         assert_eq!(content_type.as_deref(), Some("application/x-amz-json-1.1"));
     }
@@ -377,9 +380,9 @@ async fn the_rate_limiter_stops_a_lookup_whose_next_page_would_miss_the_deadline
     .load()
     .await;
     // LookupEvents' own rate: two at once, then one every 500 ms; the budget ends before the third.
-    let limited = CloudTrailHistory::with_limiter(
+    let limited = CloudTrailHistory::with_limiters(
         aws_sdk_cloudtrail::Client::new(&config),
-        Arc::new(TokenBucket::new(
+        Arc::new(RegionLimiters::new(
             LOOKUP_EVENTS_PER_SECOND,
             LOOKUP_EVENTS_PER_SECOND,
         )),
@@ -392,4 +395,56 @@ async fn the_rate_limiter_stops_a_lookup_whose_next_page_would_miss_the_deadline
     assert_eq!(found.events, 2);
     let why = found.incomplete.expect("incomplete");
     assert!(why.contains("rate limit"), "{why}");
+}
+
+#[tokio::test]
+async fn the_lookup_goes_to_the_region_the_key_was_used_in_with_that_regions_limit() {
+    let stub = Stub::start(vec![Answer::Page {
+        events: vec![record("e1", T0, "DescribeInstances", None)],
+        next: None,
+    }])
+    .await;
+    let config = sdk::loader(&SdkOptions {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(stub.endpoint.clone()),
+        ..SdkOptions::default()
+    })
+    .credentials_provider(Credentials::for_tests())
+    .load()
+    .await;
+    let limiters = Arc::new(RegionLimiters::new(
+        LOOKUP_EVENTS_PER_SECOND,
+        LOOKUP_EVENTS_PER_SECOND,
+    ));
+    let history = CloudTrailHistory::with_limiters(
+        aws_sdk_cloudtrail::Client::new(&config),
+        Arc::clone(&limiters),
+    );
+    // us-east-1's bucket is spent by someone else; eu-west-1 has its own.
+    let spent = limiters.for_region("us-east-1");
+    for _ in 0..LOOKUP_EVENTS_PER_SECOND {
+        spent
+            .acquire(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await
+            .expect("token");
+    }
+    let in_ireland = HistoryQuery {
+        region: Some("eu-west-1".into()),
+        ..query()
+    };
+    let found = history
+        .lookup(&in_ireland, Instant::now() + Duration::from_millis(100))
+        .await
+        .expect("eu-west-1 has tokens");
+    assert_eq!(found.events, 1);
+    let authorization = stub.requests()[0].3.clone().expect("signed");
+    assert!(
+        authorization.contains("/eu-west-1/cloudtrail/aws4_request"),
+        "{authorization}"
+    );
+    let refused = history
+        .lookup(&query(), Instant::now() + Duration::from_millis(100))
+        .await
+        .expect_err("us-east-1 has none before the deadline");
+    assert_eq!(refused.reason, Unavailable::TimedOut);
 }

@@ -328,7 +328,7 @@ fn history_section(out: &mut String, p: &AlertPayload, h: &HistoryPayload) {
     if h.events_read == Some(0) {
         let _ = writeln!(
             out,
-            "  No event made with this key is in the event history from {} to {} (data events, such as S3 object calls, are not kept there).",
+            "  No event made with this key is in the event history from {} to {}. Data events (such as S3 object calls) are not kept there, and the history is per account and Region: a key of another account is not found from this one.",
             h.window_start.map(Timestamp::human).unwrap_or_default(),
             h.window_end.map(Timestamp::human).unwrap_or_default()
         );

@@ -34,10 +34,12 @@ pub const SERVICES_KEPT: usize = 16;
 /// How long a cached lookup is kept (longer than any incident state lives without new failures).
 pub const HISTORY_TTL_SECONDS: i64 = 30 * 86_400;
 
-/// What to look up: one access key, over a time window.
+/// What to look up: one access key, over a time window, in the Region its calls were made in (event
+/// history is kept per account and Region; `None`: the adapter's own Region).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {
     pub access_key_id: String,
+    pub region: Option<String>,
     pub start: Timestamp,
     pub end: Timestamp,
 }
@@ -57,8 +59,16 @@ impl HistoryQuery {
         );
         let end = now.max(observation.last_failure);
         let start = from.max(end.plus_seconds(-EVENT_HISTORY_SECONDS));
+        // Region names are short lowercase words with dashes; anything else is not sent anywhere.
+        let region = observation.region.clone().filter(|r| {
+            !r.is_empty()
+                && r.len() <= 32
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
         Some(Self {
             access_key_id: key.to_owned(),
+            region,
             start,
             end,
         })
@@ -356,6 +366,7 @@ mod tests {
     fn query() -> HistoryQuery {
         HistoryQuery {
             access_key_id: "ASIAKEY".into(),
+            region: None,
             start: Timestamp::parse("2026-11-26T00:00:00Z").expect("time"),
             end: Timestamp::parse("2026-11-26T12:00:00Z").expect("time"),
         }
