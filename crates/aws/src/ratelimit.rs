@@ -7,12 +7,27 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The next token would come after the caller's deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the rate limit allows the next request only in {wait:?}, after the deadline")]
+/// The next token would come after the caller's deadline (or the deadline has already passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooLate {
     pub wait: Duration,
 }
+
+impl std::fmt::Display for TooLate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.wait.is_zero() {
+            f.write_str("the time allowed for lookups in this invocation was already spent")
+        } else {
+            write!(
+                f,
+                "the rate limit allows the next request only in {:?}, after the time allowed",
+                self.wait
+            )
+        }
+    }
+}
+
+impl std::error::Error for TooLate {}
 
 #[derive(Debug)]
 pub struct TokenBucket {
