@@ -31,7 +31,7 @@ $(TOOLS_STAMP): tools/requirements.txt
 
 # The end-to-end tests run the real Lambda binary, so it is built first.
 test-rust: $(TOOLS_STAMP)
-	$(CARGO) build --locked -p tokenwatch-lambda
+	$(WORKSPACE_BUILD)
 	PATH="$(CURDIR)/$(TOOLS_VENV)/bin:$$PATH" $(CARGO) test --workspace --locked
 
 lint: lint-rust infra-lint
@@ -40,8 +40,12 @@ lint-rust:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# One build of every target with the features the tests unify, so the binaries the tests run (and the
+# infra tests' CLI) do not rebuild the SDK with a different feature set.
+WORKSPACE_BUILD := $(CARGO) build --workspace --all-targets --locked
+
 $(TOKENWATCH_BIN):
-	$(CARGO) build --locked -p tokenwatch-cli
+	$(WORKSPACE_BUILD)
 
 $(TOKENWATCH_RELEASE_BIN):
 	$(CARGO) build --locked --release -p tokenwatch-cli
