@@ -3,8 +3,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// CloudTrail writes digest files beside the logs; they hold hashes, not records.
-const DIGEST_MARKER: &str = "CloudTrail-Digest";
 /// Inside directories, only files that can hold records are read.
 const RECORD_FILE_SUFFIXES: [&str; 5] = [".json", ".json.gz", ".gz", ".jsonl", ".ndjson"];
 
@@ -79,7 +77,8 @@ fn walk(dir: &Path, sources: &mut Vec<Source>, problems: &mut Vec<String>) {
 }
 
 fn is_record_file(name: &str) -> bool {
-    !name.contains(DIGEST_MARKER) && RECORD_FILE_SUFFIXES.iter().any(|s| name.ends_with(s))
+    !name.contains(tokenwatch_core::envelope::DIGEST_MARKER)
+        && RECORD_FILE_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
 #[cfg(test)]

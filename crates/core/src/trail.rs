@@ -13,7 +13,6 @@ use crate::timestamp::Timestamp;
 const SECONDS_PER_DAY: i64 = 86_400;
 pub const LOGS_FOLDER: &str = "AWSLogs/";
 pub const CLOUDTRAIL_FOLDER: &str = "CloudTrail/";
-const DIGEST_MARKER: &str = "CloudTrail-Digest";
 const LOG_SUFFIXES: [&str; 2] = [".json.gz", ".json"];
 
 /// `s3://BUCKET/PREFIX`.
@@ -113,7 +112,7 @@ pub fn day_folders(since: Timestamp, until: Timestamp) -> Vec<String> {
 
 /// Whether a key is a log file of records (not a digest, not some other file).
 pub fn is_log_file(key: &str) -> bool {
-    !key.contains(DIGEST_MARKER) && LOG_SUFFIXES.iter().any(|s| key.ends_with(s))
+    !key.contains(crate::envelope::DIGEST_MARKER) && LOG_SUFFIXES.iter().any(|s| key.ends_with(s))
 }
 
 /// The delivery time CloudTrail writes into a log file's name (`_YYYYMMDDTHHMMZ_`), if it has one.
