@@ -18,7 +18,9 @@
 //!   CloudWatch by its RPC v2 path, S3 by method and path), counts calls per (service, operation),
 //!   and injects faults by [`Rule`]: [`Fault::Throttle`] and [`Fault::ServerError`] shaped as the
 //!   real service answers in that protocol (so the SDK classifies and retries them as it would in
-//!   AWS), [`Fault::Delay`] and [`Fault::Reset`] (a TCP reset, no response).
+//!   AWS), [`Fault::Delay`], [`Fault::Reset`] (a TCP reset, no response), [`Fault::Hang`] (no
+//!   answer until the client's timeout) and [`Fault::LoseResponse`] (the service acts, the answer is
+//!   lost).
 //! - [`Stack`]: all of the above wired together (moto, the bridge, a proxy in front of each), with
 //!   [`Stack::sdk_config`] for in-process clients and [`Stack::env`] for child processes (the
 //!   Lambda binary under a runtime emulator, the CLI), which reach the same stack through the

@@ -98,8 +98,15 @@ pub enum Fault {
     ServerError(u16),
     /// Wait, then forward.
     Delay(Duration),
-    /// Close the connection with a TCP reset, without a response.
+    /// Close the connection with a TCP reset, without a response (the service never sees the request).
     Reset,
+    /// Never answer and never forward: a request lost on the way, which only the client's attempt
+    /// timeout ends. The service never sees it.
+    Hang,
+    /// Forward the request, let the service act on it, then reset the connection instead of answering:
+    /// a response lost on the way back. The client cannot tell it from [`Fault::Reset`], so its retry
+    /// repeats an operation that already happened.
+    LoseResponse,
 }
 
 /// A fault-injection rule: among requests to `service` (and `operation`, when given), let the
@@ -307,6 +314,16 @@ impl Handler for Proxy {
                 self.forward(parts, body).await
             }
             Some(Fault::Reset) => Outcome::Reset,
+            Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::LoseResponse) => {
+                if let Outcome::Respond(response) = self.forward(parts, body).await {
+                    // The service has answered, so it has acted; reading the whole answer makes sure.
+                    if let Err(e) = response.into_body().collect().await {
+                        tracing::debug!(error = %e, "upstream answer cut short");
+                    }
+                }
+                Outcome::Reset
+            }
             Some(Fault::Throttle) => {
                 Outcome::Respond(self.error_response(&id, &parts.method, ErrorKind::Throttle))
             }

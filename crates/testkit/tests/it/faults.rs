@@ -457,3 +457,77 @@ async fn s3_on_an_ip_endpoint_is_path_style_without_configuration() {
     let s3_ops: Vec<String> = env.proxy.calls().into_keys().map(|(_, op)| op).collect();
     assert_eq!(s3_ops, ["CreateBucket", "HeadObject", "PutObject"]);
 }
+
+/// A client that gives up on an attempt after 200 ms and does not retry, to see one fault at a time.
+fn impatient(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_millis(200))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn a_hang_ends_in_the_clients_timeout_and_never_reaches_the_service() {
+    let env = env().await;
+    let dynamodb = dynamodb_with_table(&env).await;
+    env.proxy
+        .add_rule(Rule::new(Service::DynamoDb, Fault::Hang).operation("PutItem"));
+    let err = put(&impatient(&env.config), "lost").await.unwrap_err();
+    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
+    assert!(!exists(&dynamodb, "lost").await);
+
+    // With retries, the next attempt goes through.
+    env.proxy
+        .add_rule(Rule::new(Service::DynamoDb, Fault::Hang).operation("PutItem"));
+    let patient = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&env.config)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_millis(200))
+                    .build(),
+            )
+            .build(),
+    );
+    put(&patient, "second").await.unwrap();
+    assert!(exists(&dynamodb, "second").await);
+    assert_eq!(env.proxy.calls_to(Service::DynamoDb, "PutItem"), 3);
+}
+
+#[tokio::test]
+async fn a_lost_response_means_the_service_acted_but_the_client_saw_an_error() {
+    let env = env().await;
+    let dynamodb = dynamodb_with_table(&env).await;
+    env.proxy
+        .add_rule(Rule::new(Service::DynamoDb, Fault::LoseResponse).operation("PutItem"));
+    let err = put(&impatient(&env.config), "acted").await.unwrap_err();
+    match &err {
+        SdkError::DispatchFailure(failure) => assert!(failure.is_io(), "{failure:?}"),
+        other => panic!("expected a dispatch failure, got {other:?}"),
+    }
+    assert!(exists(&dynamodb, "acted").await, "the service acted on it");
+
+    // A conditional write whose answer is lost: the SDK's retry finds its own write and fails the
+    // condition, which is why claims must not be conditional writes retried blindly.
+    env.proxy
+        .add_rule(Rule::new(Service::DynamoDb, Fault::LoseResponse).operation("PutItem"));
+    let err = dynamodb
+        .put_item()
+        .table_name(TABLE)
+        .item("pk", AttributeValue::S("conditional".into()))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_conditional_check_failed_exception()),
+        "{err:?}"
+    );
+    assert_eq!(env.proxy.calls_to(Service::DynamoDb, "PutItem"), 3);
+}
