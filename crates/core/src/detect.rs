@@ -19,7 +19,7 @@ use crate::timestamp::Timestamp;
 
 /// Distinct values kept per sample (source IPs, user agents, calls).
 pub const SAMPLE_VALUES: usize = 8;
-/// A pending notification older than this is sent again by the sweep (its sender failed or died).
+/// A pending notification older than this is sent again by the sweep (its sender died without saying it gave up).
 pub const PENDING_GRACE_SECONDS: i64 = 300;
 /// Attempts at a conditional write before giving up on a credential for this invocation.
 pub const MAX_CONFLICT_RETRIES: usize = 16;
@@ -254,6 +254,10 @@ pub struct CredentialState {
     pub phase: Phase,
     /// A notification decided on but not yet confirmed sent, and since when.
     pub pending: Option<(NoticeKind, Timestamp)>,
+    /// The pending notification's sender reported that it could not send it, so nobody is about to: the
+    /// sweep sends it without waiting out the grace period.
+    #[serde(default)]
+    pub abandoned: bool,
     /// When on-call was last notified, and of how many failures.
     pub notified_at: Option<Timestamp>,
     pub notified_failures: u64,
@@ -267,6 +271,7 @@ impl CredentialState {
             observation,
             phase: Phase::Watching,
             pending: None,
+            abandoned: false,
             notified_at: None,
             notified_failures: 0,
             resolved_through: None,
@@ -341,6 +346,7 @@ impl CredentialState {
             }
             _ => {
                 self.pending = Some((due, now));
+                self.abandoned = false;
                 Some(due)
             }
         }
@@ -358,12 +364,14 @@ impl CredentialState {
             };
             self.resolved_through = Some(self.observation.last_failure);
             self.pending = Some((NoticeKind::Resolved, now));
+            self.abandoned = false;
             return Some(NoticeKind::Resolved);
         }
         if let Some((kind, since)) = self.pending
-            && now.seconds_since(since) >= PENDING_GRACE_SECONDS
+            && (self.abandoned || now.seconds_since(since) >= PENDING_GRACE_SECONDS)
         {
             self.pending = Some((kind, now));
+            self.abandoned = false;
             return Some(kind);
         }
         if self.is_open() && self.pending.is_none() && self.update_due(policy, now) {
@@ -376,9 +384,17 @@ impl CredentialState {
     pub fn mark_sent(&mut self, kind: NoticeKind, now: Timestamp) {
         if self.pending.is_some_and(|(pending, _)| pending == kind) {
             self.pending = None;
+            self.abandoned = false;
         }
         self.notified_at = Some(now);
         self.notified_failures = self.observation.failures;
+    }
+
+    /// Records that the `kind` notification could not be sent, so the next sweep sends it at once.
+    pub fn mark_unsent(&mut self, kind: NoticeKind) {
+        if self.pending.is_some_and(|(pending, _)| pending == kind) {
+            self.abandoned = true;
+        }
     }
 
     /// Whether the store may forget this state: resolved and confirmed, or never opened, and old.
@@ -501,6 +517,19 @@ impl<S: IncidentStore> Detector<S> {
         self.modify(&notice.state.observation.credential, |stored| {
             stored.map(|mut state| {
                 state.mark_sent(notice.kind, now);
+                (state, None)
+            })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records that a notification could not be sent (its sender gave up), so the sweep need not wait to
+    /// know that nobody else is sending it.
+    pub async fn mark_unsent(&self, notice: &Notice) -> Result<(), DetectError<S::Error>> {
+        self.modify(&notice.state.observation.credential, |stored| {
+            stored.map(|mut state| {
+                state.mark_unsent(notice.kind);
                 (state, None)
             })
         })

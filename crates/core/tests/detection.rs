@@ -156,6 +156,27 @@ fn an_unconfirmed_notice_is_sent_again_by_the_sweep_after_a_grace() {
 }
 
 #[test]
+fn a_notice_its_sender_gave_up_on_is_sent_by_the_next_sweep_and_only_once() {
+    let policy = Policy::default();
+    let (mut state, due) = CredentialState::first(
+        &observation("ASIA1", &[T0, T0 + 300, T0 + 600]),
+        &policy,
+        at(600),
+    );
+    assert_eq!(due, Some(NoticeKind::Opened));
+    // Giving up on another kind of notice changes nothing.
+    state.mark_unsent(NoticeKind::Resolved);
+    assert_eq!(state.sweep(&policy, at(601)), None);
+    state.mark_unsent(NoticeKind::Opened);
+    assert_eq!(state.sweep(&policy, at(601)), Some(NoticeKind::Opened));
+    // The sweep is now the sender: until it too gives up, the grace period applies again.
+    assert_eq!(state.sweep(&policy, at(602)), None);
+    state.mark_sent(NoticeKind::Opened, at(603));
+    assert_eq!(state.pending, None);
+    assert!(!state.abandoned);
+}
+
+#[test]
 fn detector_over_a_store_notifies_once_and_resolves() {
     let detector = Detector::new(MemoryStore::new(), Policy::default());
     let obs = observation("ASIA1", &[T0, T0 + 300, T0 + 600]);
