@@ -6,8 +6,9 @@
 //!   opened (or why it could not be), so later alerts carry it without looking it up again;
 //! - `pk = active`, `sk = <credential>`: present while the credential is open or has an alert pending, so the
 //!   sweep is a Query, not a Scan; written in the same transaction as the state;
-//! - `pk = event#<eventID>`, `sk = claim`: an event already counted; conditional puts make a redelivered
-//!   record count once.
+//! - `pk = event#<eventID>`, `sk = claim`: an event being counted (with the `holder` delivery that claimed
+//!   it) or counted (no holder); conditional puts make a redelivered record count once, while the holder's
+//!   own retry may take its unfinished claim again.
 
 use std::collections::HashMap;
 
@@ -15,13 +16,13 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, DeleteRequest, Put, TransactWriteItem, WriteRequest,
+    AttributeValue, Delete, DeleteRequest, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use tokenwatch_core::contract::table::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use tokenwatch_core::detect::{CredentialState, IncidentStore, Versioned};
 use tokenwatch_core::history::{Enrichment, HistoryCache};
 use tokenwatch_core::identity::CredentialKey;
-use tokenwatch_core::ports::EventClaims;
+use tokenwatch_core::ports::{ClaimRequest, EventClaims};
 use tokenwatch_core::timestamp::Timestamp;
 use tracing::debug;
 
@@ -38,6 +39,7 @@ const MAX_UNPROCESSED_ROUNDS: usize = 8;
 
 const STATE_SORT_KEY: &str = "state";
 const CLAIM_SORT_KEY: &str = "claim";
+const HOLDER: &str = "holder";
 const HISTORY_SORT_KEY: &str = "history";
 const HISTORY: &str = "history";
 const ACTIVE_PARTITION: &str = "active";
@@ -355,18 +357,27 @@ impl DynamoClaims {
         }
     }
 
+    /// A new claim, or the holder's own unfinished one again (its earlier write may have landed unanswered).
     fn claim_put(
         &self,
-        event_id: &str,
+        request: &ClaimRequest<'_>,
         expires_at: Timestamp,
     ) -> Result<TransactWriteItem, AwsError> {
-        let mut item = claim_key(event_id);
+        let mut item = claim_key(request.event_id);
         item.insert(TTL_ATTRIBUTE.to_owned(), n(expires_at.unix()));
         let put = Put::builder()
             .table_name(&self.table)
+            .expression_attribute_names("#pk", PARTITION_KEY);
+        let put = if request.holder.is_empty() {
+            put.condition_expression("attribute_not_exists(#pk)")
+        } else {
+            item.insert(HOLDER.to_owned(), s(request.holder));
+            put.condition_expression("attribute_not_exists(#pk) OR #holder = :holder")
+                .expression_attribute_names("#holder", HOLDER)
+                .expression_attribute_values(":holder", s(request.holder))
+        };
+        let put = put
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PARTITION_KEY)
             .build()
             .map_err(|e| invalid("dynamodb:TransactWriteItems", e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())
@@ -375,7 +386,7 @@ impl DynamoClaims {
     /// Claims one chunk; a cancelled transaction names the ids already claimed, and the rest are tried again.
     async fn claim_chunk(
         &self,
-        ids: &[String],
+        ids: &[ClaimRequest<'_>],
         expires_at: Timestamp,
     ) -> Result<Vec<bool>, AwsError> {
         let mut fresh = vec![true; ids.len()];
@@ -421,47 +432,71 @@ impl DynamoClaims {
 impl EventClaims for DynamoClaims {
     type Error = AwsError;
 
-    async fn claim(&self, event_ids: &[String]) -> Result<Vec<bool>, AwsError> {
+    async fn claim(&self, requests: &[ClaimRequest<'_>]) -> Result<Vec<bool>, AwsError> {
         let expires_at = (self.now)().plus_seconds(CLAIM_TTL_SECONDS);
-        let mut fresh = Vec::with_capacity(event_ids.len());
-        for chunk in event_ids.chunks(MAX_TRANSACT_ITEMS) {
+        let mut fresh = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(MAX_TRANSACT_ITEMS) {
             fresh.extend(self.claim_chunk(chunk, expires_at).await?);
         }
         Ok(fresh)
     }
 
+    /// Rewrites each claim without its holder; unconditional, as only the holder completes its claims.
+    async fn complete(&self, event_ids: &[String]) -> Result<(), AwsError> {
+        let expires_at = (self.now)().plus_seconds(CLAIM_TTL_SECONDS);
+        let requests = event_ids.iter().map(|id| {
+            let mut item = claim_key(id);
+            item.insert(TTL_ATTRIBUTE.to_owned(), n(expires_at.unix()));
+            PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map(|p| WriteRequest::builder().put_request(p).build())
+        });
+        self.batch_write(requests).await
+    }
+
     async fn release(&self, event_ids: &[String]) -> Result<(), AwsError> {
-        for chunk in event_ids.chunks(MAX_BATCH_WRITE_ITEMS) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|id| {
-                    DeleteRequest::builder()
-                        .set_key(Some(claim_key(id)))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(|e| invalid("dynamodb:BatchWriteItem", e.to_string()))
-                })
-                .collect::<Result<_, _>>()?;
+        let requests = event_ids.iter().map(|id| {
+            DeleteRequest::builder()
+                .set_key(Some(claim_key(id)))
+                .build()
+                .map(|d| WriteRequest::builder().delete_request(d).build())
+        });
+        self.batch_write(requests).await
+    }
+}
+
+impl DynamoClaims {
+    /// BatchWriteItem in chunks of 25, re-sending what DynamoDB left unprocessed.
+    async fn batch_write<E: std::fmt::Display>(
+        &self,
+        requests: impl Iterator<Item = Result<WriteRequest, E>>,
+    ) -> Result<(), AwsError> {
+        let requests: Vec<WriteRequest> = requests
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid("dynamodb:BatchWriteItem", e.to_string()))?;
+        for chunk in requests.chunks(MAX_BATCH_WRITE_ITEMS) {
+            let mut pending = chunk.to_vec();
             for _ in 0..MAX_UNPROCESSED_ROUNDS {
                 let output = self
                     .client
                     .batch_write_item()
-                    .request_items(&self.table, requests)
+                    .request_items(&self.table, pending)
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("dynamodb:BatchWriteItem", e))?;
-                requests = output
+                pending = output
                     .unprocessed_items
                     .and_then(|mut u| u.remove(&self.table))
                     .unwrap_or_default();
-                if requests.is_empty() {
+                if pending.is_empty() {
                     break;
                 }
             }
-            if !requests.is_empty() {
+            if !pending.is_empty() {
                 return Err(AwsError {
                     operation: "dynamodb:BatchWriteItem",
-                    message: format!("{} claims still unprocessed after retries", requests.len()),
+                    message: format!("{} claims still unprocessed after retries", pending.len()),
                     retryable: true,
                 });
             }

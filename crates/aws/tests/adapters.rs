@@ -22,7 +22,7 @@ use tokenwatch_core::detect::{
     CredentialState, Detector, IncidentStore, Notice, NoticeKind, Observation, Policy, observe_all,
 };
 use tokenwatch_core::metrics::{Dimension, MetricDatum};
-use tokenwatch_core::ports::{EventClaims, MetricsSink, Notifier};
+use tokenwatch_core::ports::{ClaimRequest, EventClaims, MetricsSink, Notifier};
 use tokenwatch_core::record::Record;
 use tokenwatch_core::tally::StatisticSet;
 use tokenwatch_core::{ErrorCodes, Failure, Scanner, Timestamp, Validation};
@@ -373,6 +373,12 @@ async fn racing_invocations_open_an_incident_exactly_once() {
     }
 }
 
+fn requests<'a>(ids: &'a [String], holder: &'a str) -> Vec<ClaimRequest<'a>> {
+    ids.iter()
+        .map(|event_id| ClaimRequest { event_id, holder })
+        .collect()
+}
+
 #[tokio::test]
 async fn event_claims_count_each_id_once_in_chunks() {
     let stack = Stack::start().await.expect("stack");
@@ -381,27 +387,101 @@ async fn event_claims_count_each_id_once_in_chunks() {
     let first: Vec<String> = (0..150).map(|i| format!("event-{i}")).collect();
     assert!(
         claims
-            .claim(&first)
+            .claim(&requests(&first, "message-1"))
             .await
             .expect("claim")
             .iter()
             .all(|new| *new)
     );
     let mixed: Vec<String> = (140..260).map(|i| format!("event-{i}")).collect();
-    let fresh = claims.claim(&mixed).await.expect("claim");
+    let fresh = claims
+        .claim(&requests(&mixed, "message-2"))
+        .await
+        .expect("claim");
     assert_eq!(
         fresh.iter().filter(|new| !**new).count(),
         10,
-        "ids 140..150 were claimed before"
+        "ids 140..150 are held by another delivery"
     );
     assert!(fresh[10..].iter().all(|new| *new));
     claims.release(&first[..30]).await.expect("release");
-    let again = claims.claim(&first[..40]).await.expect("claim");
+    let again = claims
+        .claim(&requests(&first[..40], "message-3"))
+        .await
+        .expect("claim");
     assert_eq!(
         again.iter().filter(|new| **new).count(),
         30,
         "released ids can be claimed again"
     );
+}
+
+#[tokio::test]
+async fn a_holder_retakes_its_unfinished_claims_until_it_completes_them() {
+    let stack = Stack::start().await.expect("stack");
+    let client = create_table(&stack).await;
+    let claims = DynamoClaims::new(client, TABLE, now);
+    let ids: Vec<String> = (0..30).map(|i| format!("event-{i}")).collect();
+    assert!(
+        claims
+            .claim(&requests(&ids, "m1"))
+            .await
+            .expect("claim")
+            .iter()
+            .all(|b| *b)
+    );
+    assert!(
+        claims
+            .claim(&requests(&ids, "m1"))
+            .await
+            .expect("claim")
+            .iter()
+            .all(|b| *b),
+        "the holder's retry takes them again"
+    );
+    assert!(
+        claims
+            .claim(&requests(&ids, "m2"))
+            .await
+            .expect("claim")
+            .iter()
+            .all(|b| !*b),
+        "another delivery finds them taken"
+    );
+    assert!(
+        claims
+            .claim(&requests(&ids, ""))
+            .await
+            .expect("claim")
+            .iter()
+            .all(|b| !*b),
+        "and so does a delivery without a holder"
+    );
+    claims.complete(&ids[..26]).await.expect("complete");
+    let after = claims.claim(&requests(&ids, "m1")).await.expect("claim");
+    assert_eq!(
+        after.iter().filter(|b| **b).count(),
+        4,
+        "completed claims are final even for their holder (two BatchWriteItem chunks)"
+    );
+    assert_eq!(stack.calls_to(Service::DynamoDb, "BatchWriteItem"), 2);
+}
+
+#[tokio::test]
+async fn a_claim_write_whose_answer_is_lost_is_retried_by_the_sdk_and_still_counts() {
+    let stack = Stack::start().await.expect("stack");
+    create_table(&stack).await;
+    let claims = DynamoClaims::new(dynamodb_client(&shipped_config(&stack).await), TABLE, now);
+    stack.add_rule(
+        Rule::new(Service::DynamoDb, Fault::LoseResponse).operation("TransactWriteItems"),
+    );
+    let ids: Vec<String> = (0..5).map(|i| format!("event-{i}")).collect();
+    let fresh = claims.claim(&requests(&ids, "m1")).await.expect("claim");
+    assert_eq!(
+        fresh, [true; 5],
+        "the retry finds its own claims, not someone else's"
+    );
+    assert_eq!(stack.calls_to(Service::DynamoDb, "TransactWriteItems"), 2);
 }
 
 #[tokio::test]
@@ -415,7 +495,10 @@ async fn persistent_throttling_surfaces_as_a_retryable_error() {
             .always(),
     );
     let error = claims
-        .claim(&["x".to_owned()])
+        .claim(&[ClaimRequest {
+            event_id: "x",
+            holder: "m1",
+        }])
         .await
         .expect_err("throttled");
     assert!(error.retryable, "{error}");

@@ -1,12 +1,16 @@
 //! What one delivery does to the outside world, in an order that loses nothing and pages once:
 //!
-//! 1. claim the failures' `eventID`s (a redelivered record is already claimed and is skipped);
+//! 1. claim the failures' `eventID`s on behalf of their delivery (a record another delivery claimed is
+//!    skipped; the same delivery's retry takes its own unfinished claims again, so neither a lost answer to
+//!    the claim write nor claims that could not be given back lose anything);
 //! 2. publish the counts; if that fails, give the claims back and fail the delivery, so a retry counts again;
 //! 3. merge each credential's failures into its incident state; if that fails for a credential, give its
 //!    claims back and fail the deliveries it came from (a retry may count its metrics twice, but detection
-//!    sees every failure once);
+//!    sees every failure once); then complete the claims of everything counted and stored, so not even
+//!    a retry of the same delivery counts them again;
 //! 4. publish incidents opened, send the alerts due and confirm them; an alert that cannot be sent stays
-//!    pending in the state and the scheduled sweep sends it. Before an incident's first alert, the key's
+//!    pending in the state, marked as given up, and the next scheduled sweep sends it (one whose sender
+//!    died without a word waits out a grace period first, in case it was sent after all). Before an incident's first alert, the key's
 //!    CloudTrail history is looked up (within the invocation's time budget) and remembered beside its
 //!    state; a lookup that is slow, throttled or denied never holds the alert back: it goes out saying the
 //!    history is unavailable, and why. Re-notifications and the sweep use what was remembered and never
@@ -22,7 +26,7 @@ use crate::history::{
 };
 use crate::identity::CredentialKey;
 use crate::metrics::{MetricInputs, metric_data, within_window};
-use crate::ports::{EventClaims, MetricsSink, Notifier};
+use crate::ports::{ClaimRequest, EventClaims, MetricsSink, Notifier};
 use crate::scan::{Failure, FailureKind, SourceCounts};
 use crate::tally::Tally;
 use crate::timestamp::Timestamp;
@@ -48,6 +52,8 @@ pub type Origin = usize;
 #[derive(Debug, Default)]
 pub struct Delivery {
     pub failures: Vec<(Failure, Origin)>,
+    /// Who holds each origin's claims: a name the origin's retries repeat (see [`ClaimRequest`]).
+    pub holders: BTreeMap<Origin, String>,
     /// Records scanned and malformed, per origin and `Source` value.
     pub sources: Vec<(Origin, &'static str, SourceCounts)>,
 }
@@ -101,16 +107,21 @@ where
     let failures = unique_events(delivery.failures, &mut outcome);
 
     // 1. Claims.
-    let ids: Vec<String> = failures
+    let requests: Vec<ClaimRequest<'_>> = failures
         .iter()
-        .filter_map(|(f, _)| f.event_id.clone())
+        .filter_map(|(f, origin)| {
+            f.event_id.as_deref().map(|event_id| ClaimRequest {
+                event_id,
+                holder: delivery.holders.get(origin).map_or("", String::as_str),
+            })
+        })
         .collect();
-    let fresh: HashSet<String> = match ports.claims.claim(&ids).await {
-        Ok(new) => ids
+    let fresh: HashSet<String> = match ports.claims.claim(&requests).await {
+        Ok(new) => requests
             .iter()
             .zip(new)
             .filter(|(_, new)| *new)
-            .map(|(id, _)| id.clone())
+            .map(|(r, _)| r.event_id.to_owned())
             .collect(),
         Err(e) => {
             outcome.errors.push(format!("claiming event ids: {e}"));
@@ -163,6 +174,7 @@ where
 
     // 3. Incident state.
     let mut notices: Vec<Notice> = Vec::new();
+    let mut given_back: HashSet<&String> = HashSet::new();
     for (credential, observation) in &observations {
         match ports.detector.observe(observation, settings.now).await {
             Ok(notice) => notices.extend(notice),
@@ -172,10 +184,25 @@ where
                     .push(format!("updating incident state of {credential}: {e}"));
                 if let Some((origins, ids)) = origins_of.get(credential) {
                     give_back(ports.claims, ids, &mut outcome).await;
+                    given_back.extend(ids);
                     outcome.failed_origins.extend(origins.iter().copied());
                 }
             }
         }
+    }
+    let done: Vec<String> = claimed
+        .iter()
+        .filter(|id| !given_back.contains(id))
+        .cloned()
+        .collect();
+    if !done.is_empty()
+        && let Err(e) = ports.claims.complete(&done).await
+    {
+        // Counted and stored: only a retry of this same delivery could count them again.
+        outcome.errors.push(format!(
+            "completing {} event claims (a retry of this delivery would count them again): {e}",
+            done.len()
+        ));
     }
 
     // 4. Incidents opened, alerts.
@@ -305,7 +332,7 @@ async fn give_back<C: EventClaims>(claims: &C, ids: &[String], outcome: &mut Out
     }
     if let Err(e) = claims.release(ids).await {
         outcome.errors.push(format!(
-            "releasing {} event ids after a failure (a retry will skip them): {e}",
+            "releasing {} event ids after a failure (this delivery's retry still counts them; another delivery of the same records skips them): {e}",
             ids.len()
         ));
     }
@@ -341,9 +368,17 @@ async fn deliver<M, N, S, C, H, K>(
             Err(e) => {
                 outcome.alerts_pending += 1;
                 outcome.errors.push(format!(
-                    "sending the {:?} alert for {} (pending; the sweep will retry): {e}",
+                    "sending the {:?} alert for {} (pending; the next sweep sends it): {e}",
                     notice.kind, notice.state.observation.credential
                 ));
+                if let Err(e) = ports.detector.mark_unsent(notice).await {
+                    outcome.errors.push(format!(
+                        "recording the unsent {:?} alert for {} (the sweep sends it after {} s): {e}",
+                        notice.kind,
+                        notice.state.observation.credential,
+                        crate::detect::PENDING_GRACE_SECONDS
+                    ));
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! beside them for tests and the CLI. ([`crate::detect::IncidentStore`] is another port, and
 //! [`crate::history`] has the two for a key's CloudTrail history; their fakes are here.)
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,15 +33,37 @@ pub trait Notifier {
     fn send(&self, alert: &Alert) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// One `eventID` to claim, on behalf of the delivery that carries it.
+///
+/// The holder names the delivery in a way its retries repeat (an SQS message id, the invocation's request
+/// id, which Lambda keeps when it retries an asynchronous event): a retry may take its own unfinished claims
+/// again, anyone else finds them taken. An empty holder holds nothing: its claims are final at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimRequest<'a> {
+    pub event_id: &'a str,
+    pub holder: &'a str,
+}
+
 /// Remembers which `eventID`s were counted, across invocations, so a redelivered record counts once.
+///
+/// A claim is held until it is completed or released. Holding it lets the delivery that made it (and its
+/// retries) claim it again: a claim write whose answer was lost, or a failed delivery whose claims could not
+/// be given back, is then retried instead of skipped. Completing it makes it final for everyone.
 pub trait EventClaims {
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Claims each id; returns, in order, whether it was new (claimed now) or already claimed before.
+    /// Claims each id; returns, in order, whether it is the caller's to count (new, or still held by the
+    /// same holder) or was claimed by another delivery or completed before.
     fn claim(
         &self,
-        event_ids: &[String],
+        requests: &[ClaimRequest<'_>],
     ) -> impl Future<Output = Result<Vec<bool>, Self::Error>> + Send;
+
+    /// Makes claims final: no delivery, not even the holder's retry, counts these events again.
+    fn complete(
+        &self,
+        event_ids: &[String],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Gives claims back, so a retried delivery counts these events again.
     fn release(&self, event_ids: &[String])
@@ -86,20 +108,36 @@ impl Notifier for MemoryNotifier {
     }
 }
 
+/// Claims in memory: each id with its holder while held, `None` once completed.
 #[derive(Debug, Default)]
 pub struct MemoryClaims {
-    pub claimed: Mutex<BTreeSet<String>>,
+    pub claimed: Mutex<BTreeMap<String, Option<String>>>,
 }
 
 impl EventClaims for MemoryClaims {
     type Error = FakeError;
 
-    async fn claim(&self, event_ids: &[String]) -> Result<Vec<bool>, FakeError> {
+    async fn claim(&self, requests: &[ClaimRequest<'_>]) -> Result<Vec<bool>, FakeError> {
         let mut claimed = self.claimed.lock().map_err(|_| FakeError)?;
-        Ok(event_ids
+        Ok(requests
             .iter()
-            .map(|id| claimed.insert(id.clone()))
+            .map(|r| match claimed.get(r.event_id) {
+                None => {
+                    let holder = Some(r.holder.to_owned()).filter(|h| !h.is_empty());
+                    claimed.insert(r.event_id.to_owned(), holder);
+                    true
+                }
+                Some(holder) => !r.holder.is_empty() && holder.as_deref() == Some(r.holder),
+            })
             .collect())
+    }
+
+    async fn complete(&self, event_ids: &[String]) -> Result<(), FakeError> {
+        let mut claimed = self.claimed.lock().map_err(|_| FakeError)?;
+        for id in event_ids {
+            claimed.insert(id.clone(), None);
+        }
+        Ok(())
     }
 
     async fn release(&self, event_ids: &[String]) -> Result<(), FakeError> {

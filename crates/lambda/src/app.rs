@@ -119,6 +119,15 @@ pub struct Handler<M, N, S, C, O, H, K> {
 pub type App =
     Handler<Metrics, SnsNotifier, DynamoStore, DynamoClaims, S3Objects, Lookups, DynamoStore>;
 
+/// What the runtime tells about one invocation.
+#[derive(Debug, Clone, Default)]
+pub struct InvocationContext {
+    /// Lambda keeps it when it retries an asynchronous invocation, so it names the delivery across retries.
+    pub request_id: String,
+    /// When the runtime will stop the invocation.
+    pub deadline: Option<SystemTime>,
+}
+
 pub fn system_clock() -> Timestamp {
     Timestamp::from_unix(
         SystemTime::now()
@@ -183,22 +192,26 @@ where
     K: HistoryCache + Sync,
 {
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
-        let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
-        self.handle_payload(event.payload, Some(deadline)).await
+        let context = InvocationContext {
+            request_id: event.context.request_id,
+            deadline: Some(UNIX_EPOCH + Duration::from_millis(event.context.deadline)),
+        };
+        self.handle_payload(event.payload, &context).await
     }
 
-    /// Handles one payload. `deadline` is when the runtime will stop the invocation.
+    /// Handles one payload.
     pub async fn handle_payload(
         &self,
         payload: Value,
-        deadline: Option<SystemTime>,
+        context: &InvocationContext,
     ) -> Result<Value, InvocationError> {
+        let deadline = context.deadline;
         match envelope::parse_event(payload) {
             Event::CloudTrail { record } => {
                 let bytes = serde_json::to_vec(&record).unwrap_or_default();
                 let delivery =
                     self.scan_in_memory([bytes.as_slice()], source::EVENTBRIDGE, "eventbridge");
-                self.finish("eventbridge", delivery, BTreeSet::new(), deadline)
+                self.finish("eventbridge", delivery, BTreeSet::new(), context)
                     .await
                     .map(|_| json!({}))
             }
@@ -209,7 +222,7 @@ where
                         warn!(error = %e, "CloudWatch Logs payload does not decode; counted as malformed");
                         let delivery = malformed(source::CLOUDWATCH_LOGS);
                         return self
-                            .finish("cloudwatch_logs", delivery, BTreeSet::new(), deadline)
+                            .finish("cloudwatch_logs", delivery, BTreeSet::new(), context)
                             .await
                             .map(|_| json!({}));
                     }
@@ -221,12 +234,20 @@ where
                 let messages = payload.log_events.iter().map(|e| e.message.as_bytes());
                 let delivery =
                     self.scan_in_memory(messages, source::CLOUDWATCH_LOGS, &payload.log_group);
-                self.finish("cloudwatch_logs", delivery, BTreeSet::new(), deadline)
+                self.finish("cloudwatch_logs", delivery, BTreeSet::new(), context)
                     .await
                     .map(|_| json!({}))
             }
             Event::Sqs { messages } => {
-                let mut delivery = Delivery::default();
+                // Each message is its own origin; its redelivery keeps the message id.
+                let mut delivery = Delivery {
+                    holders: messages
+                        .iter()
+                        .enumerate()
+                        .map(|(origin, m)| (origin, m.message_id.clone()))
+                        .collect(),
+                    ..Delivery::default()
+                };
                 let mut failed = BTreeSet::new();
                 for (origin, message) in messages.iter().enumerate() {
                     match envelope::notification(&message.body) {
@@ -275,7 +296,7 @@ where
                 } else {
                     BTreeSet::from([0])
                 };
-                self.finish("s3", delivery, failed, deadline)
+                self.finish("s3", delivery, failed, context)
                     .await
                     .map(|_| json!({}))
             }
@@ -288,7 +309,7 @@ where
             Event::Unrecognized { reason } => {
                 error!(%reason, "payload of no known shape; counted as malformed, not retried");
                 let delivery = malformed(source::UNRECOGNIZED);
-                self.finish("unrecognized", delivery, BTreeSet::new(), deadline)
+                self.finish("unrecognized", delivery, BTreeSet::new(), context)
                     .await
                     .map(|_| json!({}))
             }
@@ -329,15 +350,17 @@ where
         outcome
     }
 
-    /// Runs the pipeline for a single-origin delivery; any failed origin fails the invocation (to be retried).
+    /// Runs the pipeline for a single-origin delivery; any failed origin fails the invocation (to be retried,
+    /// under the same request id, which therefore holds the delivery's claims).
     async fn finish(
         &self,
         shape: &'static str,
-        delivery: Delivery,
+        mut delivery: Delivery,
         mut failed: BTreeSet<Origin>,
-        deadline: Option<SystemTime>,
+        context: &InvocationContext,
     ) -> Result<(), InvocationError> {
-        let outcome = self.run_pipeline(delivery, deadline).await;
+        delivery.holders.insert(0, context.request_id.clone());
+        let outcome = self.run_pipeline(delivery, context.deadline).await;
         failed.extend(outcome.failed_origins.iter().copied());
         log_outcome(shape, &outcome, failed.len());
         if failed.is_empty() {
@@ -484,7 +507,6 @@ fn is_transient(error: &io::Error) -> bool {
 
 fn malformed(source: &'static str) -> Delivery {
     Delivery {
-        failures: Vec::new(),
         sources: vec![(
             0,
             source,
@@ -493,6 +515,7 @@ fn malformed(source: &'static str) -> Delivery {
                 malformed: 1,
             },
         )],
+        ..Delivery::default()
     }
 }
 

@@ -6,6 +6,6 @@ mod config;
 pub mod objects;
 pub mod telemetry;
 
-pub use app::{App, Handler, Lookups, Metrics};
+pub use app::{App, Handler, InvocationContext, Lookups, Metrics};
 pub use config::{Config, ConfigError, MetricsMode};
 pub use objects::ObjectSource;

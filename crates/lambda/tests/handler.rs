@@ -17,7 +17,7 @@ use tokenwatch_core::ports::{
 use tokenwatch_core::sample::{DEFAULT_FILE_PERIOD_SECONDS, Sample, SampleSpec};
 use tokenwatch_core::{ErrorCodes, Scanner, Timestamp, Validation};
 use tokenwatch_lambda::objects::ObjectReader;
-use tokenwatch_lambda::{Handler, ObjectSource};
+use tokenwatch_lambda::{Handler, InvocationContext, ObjectSource};
 
 /// S3 as a map; keys marked `flaky` fail like a dropped connection.
 #[derive(Default)]
@@ -102,7 +102,7 @@ fn run(h: &TestHandler, payload: Value) -> Result<Value, String> {
         .build()
         .expect("runtime");
     runtime
-        .block_on(h.handle_payload(payload, None))
+        .block_on(h.handle_payload(payload, &InvocationContext::default()))
         .map_err(|e| e.to_string())
 }
 

@@ -23,7 +23,7 @@ use tokenwatch_core::sample::{
     DEFAULT_FILE_PERIOD_SECONDS, Manifest, SAMPLE_SPAN_SECONDS, Sample, SampleSpec,
 };
 use tokenwatch_core::{ErrorCodes, Scanner, Timestamp, Validation};
-use tokenwatch_lambda::{Handler, ObjectSource};
+use tokenwatch_lambda::{Handler, InvocationContext, ObjectSource};
 use tokenwatch_testkit::{ACCOUNT_ID, Fault, Rule, Service, Stack};
 
 const TABLE: &str = "tokenwatch-state";
@@ -277,7 +277,7 @@ async fn s3_deliveries_count_detect_and_page_once_even_when_redelivered() {
     let messages = world.upload(&sample).await;
     let handler = world.handler();
     let response = handler
-        .handle_payload(json!({"Records": messages}), None)
+        .handle_payload(json!({"Records": messages}), &InvocationContext::default())
         .await
         .expect("handled");
     assert_eq!(response, json!({"batchItemFailures": []}));
@@ -349,7 +349,7 @@ async fn s3_deliveries_count_detect_and_page_once_even_when_redelivered() {
 
     // The same messages again, as SQS does after a visibility timeout: nothing counts twice, nobody is paged twice.
     let again = handler
-        .handle_payload(json!({"Records": messages}), None)
+        .handle_payload(json!({"Records": messages}), &InvocationContext::default())
         .await
         .expect("handled");
     assert_eq!(again, json!({"batchItemFailures": []}));
@@ -395,7 +395,7 @@ async fn one_unreadable_object_fails_only_its_message_and_its_retry_counts_once(
             .times(tokenwatch_aws::sdk::MAX_ATTEMPTS as usize),
     );
     let response = handler
-        .handle_payload(json!({"Records": messages}), None)
+        .handle_payload(json!({"Records": messages}), &InvocationContext::default())
         .await
         .expect("handled");
     assert_eq!(
@@ -404,7 +404,10 @@ async fn one_unreadable_object_fails_only_its_message_and_its_retry_counts_once(
     );
     world.stack.clear_rules();
     let retry = handler
-        .handle_payload(json!({"Records": [messages[2].clone()]}), None)
+        .handle_payload(
+            json!({"Records": [messages[2].clone()]}),
+            &InvocationContext::default(),
+        )
         .await
         .expect("handled");
     assert_eq!(retry, json!({"batchItemFailures": []}));
@@ -445,7 +448,7 @@ async fn eventbridge_and_logs_deliveries_and_racing_invocations() {
             tasks.push(tokio::spawn(async move {
                 let _ = copy;
                 handler
-                    .handle_payload(event, None)
+                    .handle_payload(event, &InvocationContext::default())
                     .await
                     .map_err(|e| e.to_string())
             }));
@@ -472,7 +475,10 @@ async fn eventbridge_and_logs_deliveries_and_racing_invocations() {
     let logs: Value =
         serde_json::from_slice(&std::fs::read(logs_fixture).expect("fixture")).expect("json");
     assert_eq!(
-        handler.handle_payload(logs, None).await.expect("handled"),
+        handler
+            .handle_payload(logs, &InvocationContext::default())
+            .await
+            .expect("handled"),
         json!({})
     );
     assert_eq!(
@@ -521,7 +527,10 @@ async fn throttled_state_writes_fail_the_delivery_and_the_retry_counts_once() {
             .always(),
     );
     let failed = handler
-        .handle_payload(json!({"Records": [message.clone()]}), None)
+        .handle_payload(
+            json!({"Records": [message.clone()]}),
+            &InvocationContext::default(),
+        )
         .await
         .expect("handled");
     assert_eq!(
@@ -532,7 +541,7 @@ async fn throttled_state_writes_fail_the_delivery_and_the_retry_counts_once() {
 
     world.stack.clear_rules();
     let retried = handler
-        .handle_payload(json!({"Records": [message]}), None)
+        .handle_payload(json!({"Records": [message]}), &InvocationContext::default())
         .await
         .expect("handled");
     assert_eq!(retried, json!({"batchItemFailures": []}));
@@ -575,7 +584,7 @@ async fn emf_mode_writes_metrics_as_log_lines_and_calls_no_metrics_api() {
     let sample = recent_sample(13, 300);
     let messages = world.upload(&sample).await;
     handler
-        .handle_payload(json!({"Records": messages}), None)
+        .handle_payload(json!({"Records": messages}), &InvocationContext::default())
         .await
         .expect("handled");
     assert_eq!(
