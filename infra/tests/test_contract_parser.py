@@ -16,7 +16,7 @@ def fixture_data() -> dict:
 def test_fixture_parses_to_the_design_contract():
     contract = parse_contract(FIXTURE_PATH.read_text(encoding="utf-8"))
     assert contract.namespace == "TokenWatch"
-    assert len(contract.env) == 11 and all(name.startswith("TOKENWATCH_") for name in contract.env)
+    assert len(contract.env) == 12 and all(name.startswith("TOKENWATCH_") for name in contract.env)
     assert contract.metrics["ExpiredTokenErrors"].unit == "Count"
     assert set(contract.metrics["ExpiredTokenErrors"].dimension_sets) == {
         frozenset(),

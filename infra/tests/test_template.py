@@ -117,6 +117,7 @@ def test_function_environment_defaults(stack):
         "TOKENWATCH_ERROR_CODES": "ExpiredToken,ExpiredTokenException",
         "TOKENWATCH_MAX_SESSION_SERIES": "50",
         "TOKENWATCH_ENRICHMENT_BUDGET_SECONDS": "10",
+        "TOKENWATCH_AWS_ATTEMPT_TIMEOUT_SECONDS": "20",
         "RUST_LOG": "info",
     }
 

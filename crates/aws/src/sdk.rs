@@ -12,7 +12,8 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 pub const MAX_ATTEMPTS: u32 = 4;
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// One attempt; S3 reads stream well within it.
+/// One attempt, unless the caller sets its own ([`SdkOptions::attempt_timeout`]); S3 reads stream well
+/// within it (the body is read after the attempt ends).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a person may override on the command line; the Lambda uses the defaults (its environment).
@@ -21,6 +22,8 @@ pub struct SdkOptions {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    /// How long one attempt of a call may take before it is abandoned and retried.
+    pub attempt_timeout: Option<Duration>,
 }
 
 pub async fn sdk_config(options: &SdkOptions) -> SdkConfig {
@@ -42,7 +45,7 @@ pub fn loader(options: &SdkOptions) -> aws_config::ConfigLoader {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_attempt_timeout(options.attempt_timeout.unwrap_or(ATTEMPT_TIMEOUT))
                 .build(),
         );
     if let Some(region) = &options.region {

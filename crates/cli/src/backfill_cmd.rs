@@ -87,6 +87,7 @@ async fn backfill(args: &BackfillArgs) -> Result<ExitCode> {
         region: args.aws.region.clone(),
         profile: args.aws.profile.clone(),
         endpoint_url: args.aws.endpoint_url.clone(),
+        ..SdkOptions::default()
     })
     .await;
     let s3 = S3Objects::from_config(&sdk);

@@ -19,8 +19,10 @@ pub mod env {
     pub const MAX_SESSION_SERIES: &str = "TOKENWATCH_MAX_SESSION_SERIES";
     /// Seconds an invocation may spend looking up newly opened incidents' key histories (0: never).
     pub const ENRICHMENT_BUDGET_SECONDS: &str = "TOKENWATCH_ENRICHMENT_BUDGET_SECONDS";
+    /// Seconds one attempt of an AWS call may take before it is abandoned and retried.
+    pub const AWS_ATTEMPT_TIMEOUT_SECONDS: &str = "TOKENWATCH_AWS_ATTEMPT_TIMEOUT_SECONDS";
 
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         NAMESPACE,
         METRICS_MODE,
         ALERT_TOPIC_ARN,
@@ -32,6 +34,7 @@ pub mod env {
         ERROR_CODES,
         MAX_SESSION_SERIES,
         ENRICHMENT_BUDGET_SECONDS,
+        AWS_ATTEMPT_TIMEOUT_SECONDS,
     ];
 }
 
@@ -158,7 +161,7 @@ mod tests {
     fn contract_serializes_as_infra_expects() {
         let json = serde_json::to_value(contract()).expect("serializes");
         assert_eq!(json["namespace"], "TokenWatch");
-        assert_eq!(json["env"].as_array().map(Vec::len), Some(11));
+        assert_eq!(json["env"].as_array().map(Vec::len), Some(12));
         assert_eq!(json["metrics"][0]["name"], "ExpiredTokenErrors");
         assert_eq!(
             json["metrics"][0]["dimension_sets"][3],

@@ -139,7 +139,11 @@ pub fn system_clock() -> Timestamp {
 impl App {
     /// Clients from the SDK's standard configuration (`AWS_ENDPOINT_URL` and friends included).
     pub async fn from_environment(config: Config) -> Self {
-        let sdk = sdk_config(&SdkOptions::default()).await;
+        let sdk = sdk_config(&SdkOptions {
+            attempt_timeout: Some(config.aws_attempt_timeout),
+            ..SdkOptions::default()
+        })
+        .await;
         let metrics = match config.metrics_mode {
             MetricsMode::Api => Metrics::Api(CloudWatchMetrics::new(
                 tokenwatch_aws::cloudwatch_client(&sdk),

@@ -27,6 +27,8 @@ pub struct Config {
     pub max_session_series: usize,
     /// Time an invocation may spend looking up the CloudTrail history of incidents it opens; zero: never.
     pub enrichment_budget: Duration,
+    /// How long one attempt of an AWS call may take before the SDK abandons and retries it.
+    pub aws_attempt_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,6 +52,8 @@ const MAX_NAMESPACE_CHARS: usize = 255;
 pub const DEFAULT_ENRICHMENT_BUDGET_SECONDS: u64 = 10;
 /// An alert should not wait longer than this for its history.
 pub const MAX_ENRICHMENT_BUDGET_SECONDS: u64 = 60;
+/// Four attempts of this, with backoff, stay well inside the function's 300-second timeout.
+pub const MAX_AWS_ATTEMPT_TIMEOUT_SECONDS: u64 = 60;
 
 impl Config {
     /// Reads the configuration through `lookup` (the process environment in production).
@@ -142,6 +146,18 @@ impl Config {
                 &format!("must be at most {MAX_ENRICHMENT_BUDGET_SECONDS} (0 turns lookups off)"),
             ));
         }
+        let attempt_timeout = number(
+            env::AWS_ATTEMPT_TIMEOUT_SECONDS,
+            tokenwatch_aws::sdk::ATTEMPT_TIMEOUT.as_secs(),
+            1,
+        )?;
+        if attempt_timeout > MAX_AWS_ATTEMPT_TIMEOUT_SECONDS {
+            return Err(invalid(
+                env::AWS_ATTEMPT_TIMEOUT_SECONDS,
+                &attempt_timeout.to_string(),
+                &format!("must be at most {MAX_AWS_ATTEMPT_TIMEOUT_SECONDS}"),
+            ));
+        }
         Ok(Self {
             namespace,
             metrics_mode,
@@ -151,6 +167,7 @@ impl Config {
             error_codes,
             max_session_series,
             enrichment_budget: Duration::from_secs(budget),
+            aws_attempt_timeout: Duration::from_secs(attempt_timeout),
         })
     }
 }
@@ -186,6 +203,7 @@ mod tests {
         assert_eq!(c.error_codes, ErrorCodes::default());
         assert_eq!(c.max_session_series, 50);
         assert_eq!(c.enrichment_budget, Duration::from_secs(10));
+        assert_eq!(c.aws_attempt_timeout, Duration::from_secs(20));
     }
 
     #[test]
@@ -201,6 +219,7 @@ mod tests {
             ("TOKENWATCH_ERROR_CODES", "ExpiredToken"),
             ("TOKENWATCH_MAX_SESSION_SERIES", "10"),
             ("TOKENWATCH_ENRICHMENT_BUDGET_SECONDS", "0"),
+            ("TOKENWATCH_AWS_ATTEMPT_TIMEOUT_SECONDS", "5"),
         ]);
         let c = config(&vars).expect("valid");
         assert_eq!(c.namespace, "Custom/Tokens");
@@ -217,6 +236,7 @@ mod tests {
         assert_eq!(c.error_codes.expired(), ["ExpiredToken"]);
         assert_eq!(c.max_session_series, 10);
         assert_eq!(c.enrichment_budget, Duration::ZERO);
+        assert_eq!(c.aws_attempt_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -259,6 +279,14 @@ mod tests {
             (
                 vec![("TOKENWATCH_ENRICHMENT_BUDGET_SECONDS", "600")],
                 "TOKENWATCH_ENRICHMENT_BUDGET_SECONDS",
+            ),
+            (
+                vec![("TOKENWATCH_AWS_ATTEMPT_TIMEOUT_SECONDS", "0")],
+                "TOKENWATCH_AWS_ATTEMPT_TIMEOUT_SECONDS",
+            ),
+            (
+                vec![("TOKENWATCH_AWS_ATTEMPT_TIMEOUT_SECONDS", "61")],
+                "TOKENWATCH_AWS_ATTEMPT_TIMEOUT_SECONDS",
             ),
         ] {
             let mut vars: Vec<(&str, &str)> =
