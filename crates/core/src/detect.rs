@@ -355,7 +355,10 @@ impl CredentialState {
     /// The scheduled pass: resolves an open incident after `quiet` without failures, re-sends a pending
     /// notification whose sender did not confirm it, and sends an update that is due.
     pub fn sweep(&mut self, policy: &Policy, now: Timestamp) -> Option<NoticeKind> {
+        // On-call hears of an incident before hearing it is over: an unsent Opened goes out first.
+        let opening_unsent = matches!(self.pending, Some((NoticeKind::Opened, _)));
         if let Phase::Open { opened_at } = self.phase
+            && !opening_unsent
             && now.seconds_since(self.observation.last_failure) >= policy.quiet_seconds
         {
             self.phase = Phase::Resolved {

@@ -177,6 +177,24 @@ fn a_notice_its_sender_gave_up_on_is_sent_by_the_next_sweep_and_only_once() {
 }
 
 #[test]
+fn an_incident_whose_opening_was_never_sent_is_announced_before_it_resolves() {
+    let policy = Policy::default();
+    let (mut state, _) = CredentialState::first(
+        &observation("ASIA1", &[T0, T0 + 300, T0 + 600]),
+        &policy,
+        at(600),
+    );
+    state.mark_unsent(NoticeKind::Opened);
+    let quiet = 600 + policy.quiet_seconds;
+    assert_eq!(state.sweep(&policy, at(quiet)), Some(NoticeKind::Opened));
+    state.mark_sent(NoticeKind::Opened, at(quiet));
+    assert_eq!(
+        state.sweep(&policy, at(quiet + 300)),
+        Some(NoticeKind::Resolved)
+    );
+}
+
+#[test]
 fn detector_over_a_store_notifies_once_and_resolves() {
     let detector = Detector::new(MemoryStore::new(), Policy::default());
     let obs = observation("ASIA1", &[T0, T0 + 300, T0 + 600]);
