@@ -290,6 +290,9 @@ impl<R: Read> RecordStream<R> {
                         self.mode = Mode::Done;
                         return Ok(None);
                     };
+                    // A read inside `scan_buffered` drops consumed bytes and shifts the buffer under
+                    // `at`: where the value starts in the stream is taken before it.
+                    let value_offset = self.offset_of(at);
                     match self.buf[at] {
                         b'{' => match self.scan_buffered(object_shape)? {
                             Scan::Complete(ObjectShape::Container { array_body }) => {
@@ -307,7 +310,7 @@ impl<R: Read> RecordStream<R> {
                             }
                             Scan::Incomplete => {
                                 return Err(DecodeError::Truncated {
-                                    offset: self.offset_of(at),
+                                    offset: value_offset,
                                 });
                             }
                             Scan::Invalid { at: bad, reason } => {
@@ -356,6 +359,7 @@ impl<R: Read> RecordStream<R> {
                         continue;
                     }
                     let is_object = self.buf[at] == b'{';
+                    let value_offset = self.offset_of(at);
                     match self.scan_buffered(value_end)? {
                         Scan::Complete(end) => {
                             let start = self.pos;
@@ -372,7 +376,7 @@ impl<R: Read> RecordStream<R> {
                         }
                         Scan::Incomplete => {
                             return Err(DecodeError::Truncated {
-                                offset: self.offset_of(at),
+                                offset: value_offset,
                             });
                         }
                         Scan::Invalid { at: bad, reason } => {
@@ -727,6 +731,21 @@ mod tests {
         assert!(errors[0].contains("truncated"), "{errors:?}");
         let (_, errors) = split(br#"{"Records":[{"a":1}"#);
         assert_eq!(errors.len(), 1, "{errors:?}");
+    }
+
+    #[test]
+    fn a_truncated_value_is_located_whatever_the_reads() {
+        // Two reads: the second refill drops the consumed whitespace and shifts the buffer.
+        let input = (&b"  "[..]).chain(&b"{\"a\":"[..]);
+        let mut stream = RecordStream::new(input);
+        let error = stream
+            .next_record()
+            .expect("an item")
+            .expect_err("truncated");
+        assert!(
+            matches!(error, DecodeError::Truncated { offset: 2 }),
+            "{error}"
+        );
     }
 
     #[test]
