@@ -10,6 +10,8 @@ pub mod contract;
 pub mod decode;
 pub mod detect;
 pub mod envelope;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod history;
 pub mod identity;
 pub mod metrics;
