@@ -55,6 +55,13 @@ bench: $(TOKENWATCH_RELEASE_BIN) $(TOOLS_STAMP)
 	$(CARGO) build --locked --release -p tokenwatch-lambda -p tokenwatch-e2e
 	TOKENWATCH_LAMBDA_BIN=target/release/tokenwatch-lambda target/release/tokenwatch-lambda-bench
 
+# Every decoder of outside bytes under cargo fuzz, FUZZ_SECONDS each (fuzz/run.sh says what it runs and
+# prints). Not part of `make test`: it is open-ended by nature and needs instrumented builds.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
 # The pipeline end to end on local emulators; everything it starts stops when it ends or is interrupted.
 demo: $(TOOLS_STAMP)
 	$(CARGO) build --locked -p tokenwatch-lambda -p tokenwatch-e2e
