@@ -44,9 +44,12 @@ pub struct AwsError {
 }
 
 impl AwsError {
-    pub(crate) fn from_sdk<E, R>(
+    pub(crate) fn from_sdk<E>(
         operation: &'static str,
-        error: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+        error: aws_smithy_runtime_api::client::result::SdkError<
+            E,
+            aws_smithy_runtime_api::http::Response,
+        >,
     ) -> Self
     where
         E: std::error::Error
@@ -54,16 +57,15 @@ impl AwsError {
             + Send
             + Sync
             + 'static,
-        R: std::fmt::Debug,
     {
         use aws_smithy_runtime_api::client::result::SdkError;
         use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+        let status = error.raw_response().map(|r| r.status().as_u16());
         let retryable = matches!(
             error,
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-        ) || error
-            .code()
-            .is_some_and(|c| c.contains("Throttl") || c.contains("ProvisionedThroughputExceeded"));
+        ) || status.is_some_and(|s| s == 429 || s >= 500)
+            || error.code().is_some_and(is_throttling_code);
         let message = match error.code() {
             Some(code) => format!("{code}: {}", error.message().unwrap_or("no message")),
             None => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
@@ -74,4 +76,17 @@ impl AwsError {
             retryable,
         }
     }
+}
+
+/// The services' own names for "slow down": worth retrying later, whatever the status says.
+fn is_throttling_code(code: &str) -> bool {
+    code.contains("Throttl")
+        || matches!(
+            code,
+            "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "SlowDown"
+                | "TooManyRequestsException"
+                | "RequestThrottled"
+        )
 }
