@@ -27,8 +27,8 @@ const MAX_SHORT_CHARS: usize = 64;
 const MAX_CALL_CHARS: usize = 100;
 const SAMPLES_SHOWN: usize = 5;
 
-/// Strips what could forge lines or hide text (control characters, bidirectional overrides, zero-width
-/// characters) and caps the length, marking a cut with `…`.
+/// Strips what could forge lines or hide text (control characters, the line and paragraph separators,
+/// bidirectional formatting characters, zero-width characters) and caps the length, marking a cut with `…`.
 pub fn clean(text: &str, max_chars: usize) -> String {
     let mut out: String = text
         .chars()
@@ -42,8 +42,10 @@ pub fn clean(text: &str, max_chars: usize) -> String {
 }
 
 fn is_unsafe(c: char) -> bool {
+    // U+2028/U+2029 break lines in mail clients, chat apps and JSON-in-JS; U+061C is the one bidirectional
+    // mark outside the U+200x/U+202x/U+206x blocks.
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// SNS subjects take printable ASCII only.
@@ -551,6 +553,10 @@ mod tests {
         );
         assert_eq!(clean("evil\u{202e}txt.exe", 100), "evil\u{fffd}txt.exe");
         assert_eq!(clean("zero\u{200b}width", 100), "zero\u{fffd}width");
+        assert_eq!(
+            clean("line\u{2028}para\u{2029}mark\u{61c}", 100),
+            "line\u{fffd}para\u{fffd}mark\u{fffd}"
+        );
         assert_eq!(clean("abcdef", 4), "abc…");
         assert_eq!(clean("ünïcödé stays", 100), "ünïcödé stays");
     }
