@@ -3,6 +3,8 @@
 #   make test   every test (unit, property, CLI, infra)
 #   make lint   formatting, clippy, infra linters
 #   make bench  the scan hot path against its bars (numbers, not tests)
+#   make load   an organization trail's worth of traffic through the Lambda on the emulator (numbers)
+#   make fuzz   every decoder that reads outside bytes under cargo fuzz, FUZZ_SECONDS each
 #   make build  the Lambda for arm64 (cargo lambda);  make deploy  SAM deploy (guided the first time)
 
 SHELL := bash
@@ -16,7 +18,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
 include infra/infra.mk
 
-.PHONY: demo test lint bench build deploy clean tools test-rust lint-rust $(TOKENWATCH_BIN) $(TOKENWATCH_RELEASE_BIN)
+.PHONY: demo test lint bench load build deploy clean tools test-rust lint-rust $(TOKENWATCH_BIN) $(TOKENWATCH_RELEASE_BIN)
 
 test: lint-rust test-rust infra-lint infra-test
 
@@ -61,6 +63,11 @@ FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+# 200 files, ~1M records, 100k expired-token events, 4 function instances in parallel (LOAD_* to change).
+load: $(TOOLS_STAMP)
+	$(CARGO) build --locked --release -p tokenwatch-lambda -p tokenwatch-e2e
+	TOKENWATCH_LAMBDA_BIN=target/release/tokenwatch-lambda target/release/tokenwatch-load
 
 # The pipeline end to end on local emulators; everything it starts stops when it ends or is interrupted.
 demo: $(TOOLS_STAMP)

@@ -8,6 +8,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use aws_sdk_sqs::types::Message;
 use base64::Engine;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -34,11 +35,24 @@ pub async fn drain_ingest(
     deployment: &Deployment,
     batch_size: usize,
 ) -> Result<MappingStats> {
+    mapping_pass(lambda, deployment, batch_size)
+        .await
+        .map(|(stats, _)| stats)
+}
+
+/// [`drain_ingest`], also returning the messages the function handed back: they stay invisible for the
+/// queue's visibility timeout, which [`Deployment::release_ingest`] cuts short.
+pub async fn mapping_pass(
+    lambda: &mut LocalLambda,
+    deployment: &Deployment,
+    batch_size: usize,
+) -> Result<(MappingStats, Vec<Message>)> {
     let mut stats = MappingStats::default();
+    let mut handed_back = Vec::new();
     loop {
         let messages = deployment.receive_ingest(batch_size).await?;
         if messages.is_empty() {
-            return Ok(stats);
+            return Ok((stats, handed_back));
         }
         let event = deployment.sqs_event(&messages);
         let response = lambda.invoke(&event).await?.ok()?;
@@ -52,6 +66,11 @@ pub async fn drain_ingest(
         stats.messages += messages.len() as u64;
         stats.failed += failed.len() as u64;
         deployment.delete_ingest(&messages, &failed).await?;
+        handed_back.extend(
+            messages
+                .into_iter()
+                .filter(|m| failed.iter().any(|f| Some(f.as_str()) == m.message_id())),
+        );
     }
 }
 

@@ -15,7 +15,6 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use aws_sdk_sqs::types::Message;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::json;
@@ -24,7 +23,7 @@ use tokenwatch_core::sample::{Manifest, SAMPLE_SPAN_SECONDS, Sample, SampleSpec}
 use tokenwatch_core::{Timestamp, contract::env};
 use tokenwatch_e2e::infra::{Deployment, Template};
 use tokenwatch_e2e::lambda::{LocalLambda, workspace_root};
-use tokenwatch_e2e::plumbing::{metric_sum, scheduled_event};
+use tokenwatch_e2e::plumbing::{mapping_pass, metric_sum, scheduled_event};
 use tokenwatch_testkit::{Fault, Rule, Service, Stack};
 
 /// Seconds one SDK attempt may hang before it is abandoned: short, so a hang costs seconds, not minutes.
@@ -216,40 +215,6 @@ struct Observed {
     seconds: f64,
 }
 
-/// One pass of the SQS event source mapping over the ingest queue: batches until the queue shows nothing
-/// visible; returns the invocations made and the messages the function handed back.
-async fn mapping_pass(
-    lambda: &mut LocalLambda,
-    deployment: &Deployment,
-    batch_size: usize,
-) -> Result<(u64, Vec<Message>)> {
-    let mut invocations = 0;
-    let mut handed_back = Vec::new();
-    loop {
-        let messages = deployment.receive_ingest(batch_size).await?;
-        if messages.is_empty() {
-            return Ok((invocations, handed_back));
-        }
-        let response = lambda
-            .invoke(&deployment.sqs_event(&messages))
-            .await?
-            .ok()?;
-        invocations += 1;
-        let failed: Vec<String> = response["batchItemFailures"]
-            .as_array()
-            .context("an SQS response without batchItemFailures")?
-            .iter()
-            .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
-            .collect();
-        deployment.delete_ingest(&messages, &failed).await?;
-        handed_back.extend(
-            messages
-                .into_iter()
-                .filter(|m| failed.iter().any(|f| Some(f.as_str()) == m.message_id())),
-        );
-    }
-}
-
 struct World {
     stack: Stack,
     config: aws_config::SdkConfig,
@@ -305,8 +270,7 @@ impl World {
 
         let injected_before = self.stack.proxy_for(cell.service).faults_injected();
         self.stack.add_rule(cell.rule());
-        let (invocations, handed_back) =
-            mapping_pass(&mut self.lambda, &deployment, batch_size).await?;
+        let (first, handed_back) = mapping_pass(&mut self.lambda, &deployment, batch_size).await?;
         let faults_injected =
             self.stack.proxy_for(cell.service).faults_injected() - injected_before;
         self.stack.clear_rules();
@@ -354,7 +318,7 @@ impl World {
             }
         }
         let observed = Observed {
-            invocations,
+            invocations: first.invocations,
             handed_back: handed_back.len(),
             faults_injected,
             counted,
