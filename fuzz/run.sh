@@ -50,12 +50,14 @@ for target in $TARGETS; do
   fi
   runs=$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
   speed=$(grep -oE '^stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
+  rss=$(grep -oE '^stat::peak_rss_mb: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
+  slowest=$(grep -oE '^stat::slowest_unit_time_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
   cov=$(grep -oE 'cov: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || echo "?")
   ft=$(grep -oE 'ft: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || echo "?")
   corp=$(grep -oE 'corp: [0-9]+/[0-9]+[a-zA-Z]*' <<<"$last" | sed 's/corp: //' || echo "?")
-  summary+=("$(printf '%-13s %-7s %10s runs %7s exec/s  cov %-5s ft %-6s corpus %s' \
-    "$target" "$status" "$runs" "$speed" "$cov" "$ft" "$corp")")
+  summary+=("$(printf '%-13s %-7s %10s runs %7s exec/s  cov %-5s ft %-6s corpus %-12s rss %sMB  slowest %ss' \
+    "$target" "$status" "$runs" "$speed" "$cov" "$ft" "$corp" "$rss" "$slowest")")
 done
 
 echo

@@ -9,7 +9,7 @@
 //! The splitter checks structure only (strings, brackets, nesting); a record's content is decoded later,
 //! and only when it could matter.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 use flate2::read::MultiGzDecoder;
 use thiserror::Error;
@@ -72,8 +72,20 @@ pub struct RawRecord<'b> {
 /// Wraps a reader so gzip input (one member or several) is inflated on the fly; anything else passes through.
 pub fn decompressed<'r, R: Read + 'r>(reader: R) -> io::Result<Box<dyn Read + 'r>> {
     let mut reader = BufReader::with_capacity(READ_CHUNK, reader);
-    let head = reader.fill_buf()?;
-    if head.starts_with(&GZIP_MAGIC) {
+    // One read may return a single byte (a network body can), so the magic is read to its end before
+    // deciding; otherwise a gzipped file would be taken for plain text depending on how it arrived.
+    let mut head = [0; GZIP_MAGIC.len()];
+    let mut got = 0;
+    while got < head.len() {
+        match reader.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let reader = io::Cursor::new(head).take(got as u64).chain(reader);
+    if head[..got] == GZIP_MAGIC {
         Ok(Box::new(MultiGzDecoder::new(reader)))
     } else {
         Ok(Box::new(reader))
@@ -794,6 +806,22 @@ mod tests {
         let compressed = gz.finish().expect("compress");
         let reader = decompressed(&compressed[..]).expect("open");
         let mut stream = RecordStream::new(reader);
+        assert_eq!(
+            stream.next_record().expect("one").expect("ok").bytes,
+            b"{\"a\":1}"
+        );
+        assert!(stream.next_record().is_none());
+    }
+
+    #[test]
+    fn gzip_is_detected_when_its_magic_arrives_in_two_reads() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(br#"{"a":1}"#).expect("compress");
+        let compressed = gz.finish().expect("compress");
+        let split = (&compressed[..1]).chain(&compressed[1..]);
+        let mut stream = RecordStream::new(decompressed(split).expect("open"));
         assert_eq!(
             stream.next_record().expect("one").expect("ok").bytes,
             b"{\"a\":1}"
