@@ -98,6 +98,9 @@ pub enum Fault {
     ServerError(u16),
     /// Wait, then forward.
     Delay(Duration),
+    /// Refuse with 403 `AccessDenied` (`AccessDeniedException` for JSON protocols): a permission the
+    /// caller lacks, which no retry fixes until someone changes a policy.
+    Deny,
     /// Close the connection with a TCP reset, without a response (the service never sees the request).
     Reset,
     /// Never answer and never forward: a request lost on the way, which only the client's attempt
@@ -180,6 +183,8 @@ pub struct FaultProxy {
 struct State {
     rules: Mutex<Vec<ActiveRule>>,
     calls: Mutex<BTreeMap<(String, String), u64>>,
+    /// Time spent waiting for the upstream's answer, per (service, operation), unfaulted requests only.
+    upstream_time: Mutex<BTreeMap<(String, String), Duration>>,
     injected: AtomicU64,
     request_ids: AtomicU64,
 }
@@ -197,11 +202,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl FaultProxy {
     /// Starts a proxy forwarding to `upstream` (`http://127.0.0.1:PORT`).
     pub async fn start(upstream: &str) -> anyhow::Result<FaultProxy> {
+        Self::start_with(upstream, None).await
+    }
+
+    /// A proxy that forwards one request at a time. moto's server is threaded but its backends are not
+    /// safe for concurrent requests (parallel DynamoDB transactions fail with HTTP 500, answers come back
+    /// garbled): in front of it, this makes it behave like the consistent service it stands for.
+    pub async fn start_serial(upstream: &str) -> anyhow::Result<FaultProxy> {
+        Self::start_with(upstream, Some(tokio::sync::Mutex::new(()))).await
+    }
+
+    async fn start_with(
+        upstream: &str,
+        one_at_a_time: Option<tokio::sync::Mutex<()>>,
+    ) -> anyhow::Result<FaultProxy> {
         let state = Arc::new(State::default());
         let handler = Proxy {
             upstream: Upstream::parse(upstream)?,
             client: h::client(),
             state: state.clone(),
+            one_at_a_time,
         };
         Ok(FaultProxy {
             server: LoopbackServer::start("fault-proxy", handler).await?,
@@ -238,6 +258,11 @@ impl FaultProxy {
             .unwrap_or(0)
     }
 
+    /// Time the upstream took to answer (headers), per (service, operation), for requests not faulted.
+    pub fn upstream_time(&self) -> BTreeMap<(String, String), Duration> {
+        lock(&self.state.upstream_time).clone()
+    }
+
     /// All requests received.
     pub fn total_calls(&self) -> u64 {
         lock(&self.state.calls).values().sum()
@@ -258,6 +283,8 @@ struct Proxy {
     upstream: Upstream,
     client: HttpClient,
     state: Arc<State>,
+    /// Held while a request is forwarded, when the upstream must see one request at a time.
+    one_at_a_time: Option<tokio::sync::Mutex<()>>,
 }
 
 /// The wire protocol of a request, which decides the shape of a synthesized error.
@@ -308,7 +335,14 @@ impl Handler for Proxy {
             tracing::debug!(service = %id.service_name, operation = %id.operation, ?fault, "injecting fault");
         }
         match fault {
-            None => self.forward(parts, body).await,
+            None => {
+                let started = std::time::Instant::now();
+                let outcome = self.forward(parts, body).await;
+                *lock(&self.state.upstream_time)
+                    .entry((id.service_name.clone(), id.operation.clone()))
+                    .or_default() += started.elapsed();
+                outcome
+            }
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
                 self.forward(parts, body).await
@@ -326,6 +360,9 @@ impl Handler for Proxy {
             }
             Some(Fault::Throttle) => {
                 Outcome::Respond(self.error_response(&id, &parts.method, ErrorKind::Throttle))
+            }
+            Some(Fault::Deny) => {
+                Outcome::Respond(self.error_response(&id, &parts.method, ErrorKind::Denied))
             }
             Some(Fault::ServerError(status)) => {
                 let status =
@@ -356,6 +393,10 @@ impl Proxy {
     }
 
     async fn forward(&self, parts: http::request::Parts, body: Body) -> Outcome {
+        let _turn = match &self.one_at_a_time {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         Outcome::Respond(h::forward(&self.client, &self.upstream, parts, body).await)
     }
 
@@ -586,6 +627,7 @@ fn s3_operation(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> String
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ErrorKind {
     Throttle,
+    Denied,
     Server(StatusCode),
 }
 
@@ -641,6 +683,24 @@ fn error_shape(service: Service, kind: ErrorKind) -> ErrorShape {
                 query_compatible,
                 sender: true,
                 message,
+            }
+        }
+        ErrorKind::Denied => {
+            let (type_name, query_code) = match service {
+                Service::S3 => ("AccessDenied", "AccessDenied"),
+                Service::Sns => ("AuthorizationError", "AuthorizationError"),
+                _ => (
+                    "com.amazon.coral.service#AccessDeniedException",
+                    "AccessDenied",
+                ),
+            };
+            ErrorShape {
+                status: StatusCode::FORBIDDEN,
+                type_name,
+                query_code,
+                query_compatible,
+                sender: true,
+                message: "User is not authorized to perform this action",
             }
         }
         ErrorKind::Server(status) => {
@@ -963,6 +1023,7 @@ mod tests {
             upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
             client: h::client(),
             state: Arc::new(state),
+            one_at_a_time: None,
         };
         let put = Identified {
             service: Service::DynamoDb,

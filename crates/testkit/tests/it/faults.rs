@@ -531,3 +531,42 @@ async fn a_lost_response_means_the_service_acted_but_the_client_saw_an_error() {
     );
     assert_eq!(env.proxy.calls_to(Service::DynamoDb, "PutItem"), 3);
 }
+
+#[tokio::test]
+async fn a_denial_is_not_retried_and_names_access_denied() {
+    let env = env().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&env.config)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket("trail").send().await.unwrap();
+    env.proxy
+        .add_rule(Rule::new(Service::S3, Fault::Deny).operation("GetObject"));
+    let err = s3
+        .get_object()
+        .bucket("trail")
+        .key("file.json.gz")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 403);
+    assert_eq!(
+        aws_sdk_s3::error::ProvideErrorMetadata::code(&err),
+        Some("AccessDenied")
+    );
+    assert_eq!(
+        env.proxy.calls_to(Service::S3, "GetObject"),
+        1,
+        "not retried"
+    );
+
+    let dynamodb = dynamodb_with_table(&env).await;
+    env.proxy
+        .add_rule(Rule::new(Service::DynamoDb, Fault::Deny).operation("PutItem"));
+    let err = put(&dynamodb, "denied").await.unwrap_err();
+    assert_eq!(
+        aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&err),
+        Some("AccessDeniedException")
+    );
+}
