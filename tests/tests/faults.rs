@@ -420,16 +420,26 @@ async fn column(world_name: &'static str, cells: Vec<Cell>) -> Result<()> {
 async fn s3_faults_hand_the_message_back_and_lose_nothing() -> Result<()> {
     let once = Delivered::ExactlyOnce;
     // Reading is idempotent, so even a lost answer is just read again.
-    column(
-        "faults-s3",
-        faults_at(
-            Service::S3,
-            Some("GetObject"),
-            Redelivered::Yes,
-            (once, once),
-        ),
-    )
-    .await
+    let mut cells = faults_at(
+        Service::S3,
+        Some("GetObject"),
+        Redelivered::Yes,
+        (once, once),
+    );
+    // A missing permission or KMS key grant: no retry of the SDK's fixes it, but the message is not given
+    // up on either; it waits (in the end in the dead-letter queue) for the policy to be fixed.
+    cells.push(Cell {
+        name: "access denied until fixed",
+        service: Service::S3,
+        operation: Some("GetObject"),
+        skip: 0,
+        fault: Fault::Deny,
+        span: Span::Persistent,
+        redelivered: Redelivered::Yes,
+        counted: once,
+        paged: once,
+    });
+    column("faults-s3", cells).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,7 +97,38 @@ impl S3Objects {
             .key(key)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("s3:GetObject", e))?;
+            .map_err(|e| {
+                let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_owned);
+                let mut error = AwsError::from_sdk("s3:GetObject", e);
+                error.retryable |= !is_gone(code.as_deref());
+                error
+            })?;
         Ok(object.body.into_async_read())
+    }
+}
+
+/// Whether a GetObject error means the object will never be readable. Anything else (a denied permission,
+/// a KMS key the function may not use) can be fixed, so the message should wait for that, and end in the
+/// dead-letter queue if it is not, rather than be dropped.
+fn is_gone(code: Option<&str>) -> bool {
+    matches!(code, Some("NoSuchKey" | "NoSuchBucket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_gone;
+
+    #[test]
+    fn only_a_missing_object_is_given_up_on() {
+        assert!(is_gone(Some("NoSuchKey")));
+        assert!(is_gone(Some("NoSuchBucket")));
+        for code in [
+            Some("AccessDenied"),
+            Some("KMS.AccessDeniedException"),
+            Some("SlowDown"),
+            None,
+        ] {
+            assert!(!is_gone(code), "{code:?}");
+        }
     }
 }
