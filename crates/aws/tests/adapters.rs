@@ -319,6 +319,7 @@ async fn incident_state_is_versioned_and_listed_while_active() {
     assert_eq!(store.active().await.expect("active").len(), 1);
 
     let mut resolved = loaded.state.clone();
+    resolved.mark_sent(NoticeKind::Opened, now());
     resolved.sweep(&Policy::default(), now().plus_seconds(7200));
     resolved.mark_sent(NoticeKind::Resolved, now());
     assert!(store.save(&resolved, Some(1), now()).await.expect("save"));

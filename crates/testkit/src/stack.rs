@@ -25,9 +25,12 @@ pub const ACCOUNT_ID: &str = "123456789012";
 /// A whole local AWS for one test:
 ///
 /// ```text
-/// SDK ──▶ proxy ─────────────────────────▶ moto   (DynamoDB, S3, SNS, SQS, …)
-/// SDK ──▶ cloudwatch_proxy ──▶ bridge ───▶ moto   (CloudWatch, RPC v2 CBOR → awsJson)
+/// SDK ──▶ proxy ─────────────────────────▶ gate ──▶ moto   (DynamoDB, S3, SNS, SQS, …)
+/// SDK ──▶ cloudwatch_proxy ──▶ bridge ───▶ gate ──▶ moto   (CloudWatch, RPC v2 CBOR → awsJson)
 /// ```
+///
+/// The gate hands moto one request at a time ([`FaultProxy::start_serial`]), so parallel invocations
+/// see a consistent service.
 ///
 /// Dropping it stops everything.
 #[derive(Debug)]
@@ -36,6 +39,7 @@ pub struct Stack {
     proxy: FaultProxy,
     cloudwatch_proxy: FaultProxy,
     bridge: CloudWatchBridge,
+    _gate: FaultProxy,
     moto: Moto,
 }
 
@@ -43,13 +47,15 @@ impl Stack {
     /// Starts moto, the bridge and both proxies.
     pub async fn start() -> anyhow::Result<Stack> {
         let moto = Moto::start().await?;
-        let bridge = CloudWatchBridge::start(&moto.endpoint()).await?;
-        let proxy = FaultProxy::start(&moto.endpoint()).await?;
+        let gate = FaultProxy::start_serial(&moto.endpoint()).await?;
+        let bridge = CloudWatchBridge::start(&gate.endpoint()).await?;
+        let proxy = FaultProxy::start(&gate.endpoint()).await?;
         let cloudwatch_proxy = FaultProxy::start(&bridge.endpoint()).await?;
         Ok(Stack {
             proxy,
             cloudwatch_proxy,
             bridge,
+            _gate: gate,
             moto,
         })
     }
@@ -105,6 +111,16 @@ impl Stack {
     /// Calls to one operation, through whichever proxy sees it.
     pub fn calls_to(&self, service: Service, operation: &str) -> u64 {
         self.proxy_for(service).calls_to(service, operation)
+    }
+
+    /// Time the emulator took to answer, per (service, operation), across both proxies (queueing at the
+    /// gate included).
+    pub fn upstream_time(&self) -> BTreeMap<(String, String), std::time::Duration> {
+        let mut time = self.proxy.upstream_time();
+        for (key, spent) in self.cloudwatch_proxy.upstream_time() {
+            *time.entry(key).or_default() += spent;
+        }
+        time
     }
 
     /// All calls across both proxies.

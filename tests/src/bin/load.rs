@@ -269,10 +269,15 @@ async fn main() -> Result<()> {
         all - sqs,
         per_thousand(all - sqs)
     );
+    let time = stack.upstream_time();
     for ((service, operation), n) in &calls {
+        let spent = time
+            .get(&(service.clone(), operation.clone()))
+            .map_or(0.0, |d| d.as_secs_f64());
         println!(
-            "    {service:<10} {operation:<22} {n:>7}  {:>7.2} per 1,000 events",
-            per_thousand(*n)
+            "    {service:<10} {operation:<28} {n:>7}  {:>7.2} per 1,000 events  (emulator: {:.1} ms each)",
+            per_thousand(*n),
+            spent * 1000.0 / *n as f64
         );
     }
     println!(
