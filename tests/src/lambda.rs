@@ -211,6 +211,18 @@ impl LocalLambda {
         self.function.id()
     }
 
+    /// The function process's peak resident memory so far, in KiB (`VmHWM`; Linux only).
+    pub fn peak_rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
     /// What the emulator printed, for failure messages.
     pub fn emulator_lines(&self) -> Vec<String> {
         self.emulator_output.lines()

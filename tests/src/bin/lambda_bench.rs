@@ -120,17 +120,6 @@ fn gzip_json(value: &serde_json::Value) -> Result<(Vec<u8>, usize)> {
     Ok((gz.finish()?, text.len()))
 }
 
-fn peak_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 async fn end_to_end() -> Result<()> {
     let template = Template::load(&workspace_root().join("infra/template.yaml"))?;
     let batch = template.event_source_mapping()?.batch_size;
@@ -152,11 +141,11 @@ async fn end_to_end() -> Result<()> {
         let file = sample.file(0);
         let (body, decompressed) = gzip_json(&json!({"Records": file.records}))?;
         deployment.upload(&file.path, body).await?;
-        let before = lambda.pid().and_then(peak_rss_kb).unwrap_or(0);
+        let before = lambda.peak_rss_kb().unwrap_or(0);
         let started = Instant::now();
         drain_ingest(&mut lambda, &deployment, batch).await?;
         let elapsed = started.elapsed();
-        let after = lambda.pid().and_then(peak_rss_kb).unwrap_or(0);
+        let after = lambda.peak_rss_kb().unwrap_or(0);
         println!(
             "one {:.0} MB (decompressed) file, {} records: {:.2} s, peak RSS {:.1} MB (idle {:.1} MB)",
             decompressed as f64 / 1e6,

@@ -37,17 +37,6 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn peak_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// The traffic: many samples (each its own six credentials, from its own seed) over the same six hours,
 /// merged file by file.
 struct Traffic {
@@ -169,7 +158,7 @@ async fn main() -> Result<()> {
     }
     let idle: Vec<u64> = lambdas
         .iter()
-        .map(|l| l.pid().and_then(peak_rss_kb).unwrap_or(0))
+        .map(|l| l.peak_rss_kb().unwrap_or(0))
         .collect();
     let batch = template.event_source_mapping()?.batch_size;
     let before = stack.calls();
@@ -185,7 +174,7 @@ async fn main() -> Result<()> {
             let deployment = deployment.clone();
             tasks.spawn(async move {
                 let pass = mapping_pass(&mut lambda, &deployment, batch).await;
-                let peak = lambda.pid().and_then(peak_rss_kb).unwrap_or(0);
+                let peak = lambda.peak_rss_kb().unwrap_or(0);
                 (i, pass, peak, lambda)
             });
         }

@@ -32,6 +32,17 @@ async fn env() -> Env {
 
 const TABLE: &str = "incidents";
 
+/// An S3 client (path-style, as against any custom endpoint) and an empty bucket.
+async fn s3_with_bucket(env: &Env, bucket: &str) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&env.config)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    s3
+}
+
 async fn dynamodb_with_table(env: &Env) -> aws_sdk_dynamodb::Client {
     let client = aws_sdk_dynamodb::Client::new(&env.config);
     client
@@ -340,12 +351,7 @@ async fn sns_query_protocol_throttle_is_retried_and_classified() {
 #[tokio::test]
 async fn s3_slow_down_is_retried_and_operations_are_named_from_the_path() {
     let env = env().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&env.config)
-            .force_path_style(true)
-            .build(),
-    );
-    s3.create_bucket().bucket("trail").send().await.unwrap();
+    let s3 = s3_with_bucket(&env, "trail").await;
     env.proxy
         .add_rule(Rule::new(Service::S3, Fault::Throttle).operation("PutObject"));
     s3.put_object()
@@ -535,12 +541,7 @@ async fn a_lost_response_means_the_service_acted_but_the_client_saw_an_error() {
 #[tokio::test]
 async fn a_denial_is_not_retried_and_names_access_denied() {
     let env = env().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&env.config)
-            .force_path_style(true)
-            .build(),
-    );
-    s3.create_bucket().bucket("trail").send().await.unwrap();
+    let s3 = s3_with_bucket(&env, "trail").await;
     env.proxy
         .add_rule(Rule::new(Service::S3, Fault::Deny).operation("GetObject"));
     let err = s3
