@@ -89,91 +89,35 @@ fn faults_at(
     when_persistent: Redelivered,
     lost_answer: (Delivered, Delivered),
 ) -> Vec<Cell> {
-    let cell = |name, fault, span, redelivered, counted, paged| Cell {
+    // Within the SDK's retries nothing shows; beyond them the delivery is handed back or not, per service.
+    let cell = |name, fault, span| Cell {
         name,
         service,
         operation,
         skip: 0,
         fault,
         span,
-        redelivered,
-        counted,
-        paged,
+        redelivered: match span {
+            Span::Once => Redelivered::No,
+            Span::Persistent => when_persistent,
+        },
+        counted: Delivered::ExactlyOnce,
+        paged: Delivered::ExactlyOnce,
     };
-    use Delivered::ExactlyOnce as Once1;
     vec![
-        cell(
-            "throttle once",
-            Fault::Throttle,
-            Span::Once,
-            Redelivered::No,
-            Once1,
-            Once1,
-        ),
-        cell(
-            "throttled",
-            Fault::Throttle,
-            Span::Persistent,
-            when_persistent,
-            Once1,
-            Once1,
-        ),
-        cell(
-            "500 once",
-            Fault::ServerError(500),
-            Span::Once,
-            Redelivered::No,
-            Once1,
-            Once1,
-        ),
-        cell(
-            "503 throughout",
-            Fault::ServerError(503),
-            Span::Persistent,
-            when_persistent,
-            Once1,
-            Once1,
-        ),
-        cell(
-            "hang once",
-            Fault::Hang,
-            Span::Once,
-            Redelivered::No,
-            Once1,
-            Once1,
-        ),
-        cell(
-            "hangs",
-            Fault::Hang,
-            Span::Persistent,
-            when_persistent,
-            Once1,
-            Once1,
-        ),
-        cell(
-            "reset once",
-            Fault::Reset,
-            Span::Once,
-            Redelivered::No,
-            Once1,
-            Once1,
-        ),
-        cell(
-            "resets",
-            Fault::Reset,
-            Span::Persistent,
-            when_persistent,
-            Once1,
-            Once1,
-        ),
-        cell(
-            "answer lost once",
-            Fault::LoseResponse,
-            Span::Once,
-            Redelivered::No,
-            lost_answer.0,
-            lost_answer.1,
-        ),
+        cell("throttle once", Fault::Throttle, Span::Once),
+        cell("throttled", Fault::Throttle, Span::Persistent),
+        cell("500 once", Fault::ServerError(500), Span::Once),
+        cell("503 throughout", Fault::ServerError(503), Span::Persistent),
+        cell("hang once", Fault::Hang, Span::Once),
+        cell("hangs", Fault::Hang, Span::Persistent),
+        cell("reset once", Fault::Reset, Span::Once),
+        cell("resets", Fault::Reset, Span::Persistent),
+        Cell {
+            counted: lost_answer.0,
+            paged: lost_answer.1,
+            ..cell("answer lost once", Fault::LoseResponse, Span::Once)
+        },
     ]
 }
 
