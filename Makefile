@@ -65,7 +65,6 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 # 200 files, ~1M records, 100k expired-token events, 4 function instances in parallel (LOAD_* to change).
-# moto's memory grows ~1.2 GB per 1,000 events processed, so today LOAD_EVENTS=5000 is what fits in 24 GB.
 load: $(TOOLS_STAMP)
 	$(CARGO) build --locked --release -p tokenwatch-lambda -p tokenwatch-e2e
 	TOKENWATCH_LAMBDA_BIN=target/release/tokenwatch-lambda target/release/tokenwatch-load
