@@ -19,7 +19,8 @@ use crate::timestamp::Timestamp;
 
 /// Distinct values kept per sample (source IPs, user agents, calls).
 pub const SAMPLE_VALUES: usize = 8;
-/// A pending notification older than this is sent again by the sweep (its sender died without saying it gave up).
+/// A pending notification older than this is sent again by the sweep (its sender died without saying it
+/// gave up).
 pub const PENDING_GRACE_SECONDS: i64 = 300;
 /// Attempts at a conditional write before giving up on a credential for this invocation.
 pub const MAX_CONFLICT_RETRIES: usize = 16;
@@ -517,22 +518,26 @@ impl<S: IncidentStore> Detector<S> {
         notice: &Notice,
         now: Timestamp,
     ) -> Result<(), DetectError<S::Error>> {
-        self.modify(&notice.state.observation.credential, |stored| {
-            stored.map(|mut state| {
-                state.mark_sent(notice.kind, now);
-                (state, None)
-            })
-        })
-        .await
-        .map(|_| ())
+        self.record(notice, |state| state.mark_sent(notice.kind, now))
+            .await
     }
 
     /// Records that a notification could not be sent (its sender gave up), so the sweep need not wait to
     /// know that nobody else is sending it.
     pub async fn mark_unsent(&self, notice: &Notice) -> Result<(), DetectError<S::Error>> {
+        self.record(notice, |state| state.mark_unsent(notice.kind))
+            .await
+    }
+
+    /// Records what became of a notice in its credential's stored state; nothing new is due from that.
+    async fn record(
+        &self,
+        notice: &Notice,
+        change: impl Fn(&mut CredentialState),
+    ) -> Result<(), DetectError<S::Error>> {
         self.modify(&notice.state.observation.credential, |stored| {
             stored.map(|mut state| {
-                state.mark_unsent(notice.kind);
+                change(&mut state);
                 (state, None)
             })
         })

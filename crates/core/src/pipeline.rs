@@ -10,11 +10,11 @@
 //!    a retry of the same delivery counts them again;
 //! 4. publish incidents opened, send the alerts due and confirm them; an alert that cannot be sent stays
 //!    pending in the state, marked as given up, and the next scheduled sweep sends it (one whose sender
-//!    died without a word waits out a grace period first, in case it was sent after all). Before an incident's first alert, the key's
-//!    CloudTrail history is looked up (within the invocation's time budget) and remembered beside its
-//!    state; a lookup that is slow, throttled or denied never holds the alert back: it goes out saying the
-//!    history is unavailable, and why. Re-notifications and the sweep use what was remembered and never
-//!    look up again.
+//!    died without a word waits out a grace period first, in case it was sent after all). Before an
+//!    incident's first alert, the key's CloudTrail history is looked up (within the invocation's time
+//!    budget) and remembered beside its state; a lookup that is slow, throttled or denied never holds the
+//!    alert back: it goes out saying the history is unavailable, and why. Re-notifications and the sweep
+//!    use what was remembered and never look up again.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
