@@ -15,6 +15,7 @@ use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 use tokenwatch_core::Timestamp;
 use tokenwatch_core::contract::{dimension, metric};
+use tokenwatch_core::sample::SAMPLE_SPAN_SECONDS;
 
 use crate::infra::{Deployment, pattern_matches};
 use crate::lambda::LocalLambda;
@@ -120,6 +121,24 @@ pub fn logs_event(log_group: &str, records: &[Value]) -> Result<Value> {
     gz.write_all(payload.to_string().as_bytes())?;
     let data = base64::engine::general_purpose::STANDARD.encode(gz.finish()?);
     Ok(json!({"awslogs": {"data": data}}))
+}
+
+/// Where a sample's six hours start so that they end an hour ago, on the hour: recent enough for
+/// CloudWatch to take the counts, quiet long enough for every incident to resolve on the schedule.
+pub fn recent_sample_start() -> Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let start = now - SAMPLE_SPAN_SECONDS - 3600;
+    Timestamp::from_unix(start - start.rem_euclid(3600))
+}
+
+/// `{"Records": records}` gzipped, as a trail log file, with its decompressed size.
+pub fn trail_file(records: &[Value]) -> Result<(Vec<u8>, usize)> {
+    let text = json!({ "Records": records }).to_string();
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(text.as_bytes())?;
+    Ok((gz.finish()?, text.len()))
 }
 
 /// The schedule's event.

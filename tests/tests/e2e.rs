@@ -2,45 +2,27 @@
 //! `tokenwatch-lambda` binary under `cargo lambda watch`, each delivery shape driven the way AWS drives it,
 //! and what a user looks at read back: metrics, alerts, incident state.
 
-use std::io::Write;
-
 use anyhow::Result;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde_json::{Value, json};
+use tokenwatch_core::contract;
 use tokenwatch_core::contract::metric;
-use tokenwatch_core::sample::{
-    DEFAULT_FILE_PERIOD_SECONDS, SAMPLE_SPAN_SECONDS, Sample, SampleSpec,
-};
-use tokenwatch_core::{Timestamp, contract};
+use tokenwatch_core::sample::{DEFAULT_FILE_PERIOD_SECONDS, Sample, SampleSpec};
 use tokenwatch_e2e::infra::{Deployment, Template};
 use tokenwatch_e2e::lambda::{Invocation, LocalLambda, function_binary, workspace_root};
 use tokenwatch_e2e::plumbing::{
-    drain_ingest, events_through_rule, logs_event, metric_sum, scheduled_event,
+    drain_ingest, events_through_rule, logs_event, metric_sum, recent_sample_start,
+    scheduled_event, trail_file,
 };
 use tokenwatch_testkit::Stack;
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Six hours of sample traffic ending an hour ago: recent enough for CloudWatch, quiet long enough to resolve.
 fn sample(seed: u64, records: u64) -> Sample {
-    let start = now() - SAMPLE_SPAN_SECONDS - 3600;
     Sample::new(&SampleSpec {
         seed,
         records,
-        start: Timestamp::from_unix(start - start.rem_euclid(3600)),
+        start: recent_sample_start(),
         file_period: DEFAULT_FILE_PERIOD_SECONDS,
     })
-}
-
-fn gzip(value: &Value) -> Result<Vec<u8>> {
-    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-    gz.write_all(value.to_string().as_bytes())?;
-    Ok(gz.finish()?)
 }
 
 struct Setup {
@@ -75,7 +57,7 @@ async fn s3_files_through_sqs_to_metrics_alerts_and_state() -> Result<()> {
     for n in 0..sample.file_count() {
         let file = sample.file(n);
         s.deployment
-            .upload(&file.path, gzip(&json!({"Records": file.records}))?)
+            .upload(&file.path, trail_file(&file.records)?.0)
             .await?;
     }
     let mapping = s.template.event_source_mapping()?;
@@ -149,7 +131,7 @@ async fn s3_files_through_sqs_to_metrics_alerts_and_state() -> Result<()> {
     for n in 0..3 {
         let file = sample.file(n);
         s.deployment
-            .upload(&file.path, gzip(&json!({"Records": file.records}))?)
+            .upload(&file.path, trail_file(&file.records)?.0)
             .await?;
     }
     drain_ingest(&mut s.lambda, &s.deployment, mapping.batch_size).await?;

@@ -11,19 +11,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use flate2::Compression;
-use flate2::write::GzEncoder;
-use serde_json::json;
-use tokenwatch_core::contract::{self, metric};
+use tokenwatch_core::contract::{self, env, metric};
 use tokenwatch_core::sample::{Manifest, SAMPLE_SPAN_SECONDS, Sample, SampleSpec};
-use tokenwatch_core::{Timestamp, contract::env};
 use tokenwatch_e2e::infra::{Deployment, Template};
 use tokenwatch_e2e::lambda::{LocalLambda, workspace_root};
-use tokenwatch_e2e::plumbing::{mapping_pass, metric_sum, scheduled_event};
+use tokenwatch_e2e::plumbing::{
+    mapping_pass, metric_sum, recent_sample_start, scheduled_event, trail_file,
+};
 use tokenwatch_testkit::{Fault, Rule, Service, Stack};
 
 /// Seconds one SDK attempt may hang before it is abandoned: short, so a hang costs seconds, not minutes.
@@ -121,29 +118,25 @@ fn faults_at(
     ]
 }
 
+/// Trail log files: key and gzipped body.
+type Files = Vec<(String, Vec<u8>)>;
+
 /// A trail of six scenarios over six hours ending an hour ago (so every incident is quiet enough to
 /// resolve on the schedule), as `FILES` gzipped log files.
-fn trail() -> (Vec<(String, Vec<u8>)>, Manifest) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let start = now - SAMPLE_SPAN_SECONDS - 3600;
+fn trail() -> Result<(Files, Manifest)> {
     let sample = Sample::new(&SampleSpec {
         seed: 31,
         records: 1200,
-        start: Timestamp::from_unix(start - start.rem_euclid(3600)),
+        start: recent_sample_start(),
         file_period: SAMPLE_SPAN_SECONDS / FILES,
     });
     let files = (0..sample.file_count())
         .map(|n| {
             let file = sample.file(n);
-            let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-            gz.write_all(json!({"Records": file.records}).to_string().as_bytes())
-                .expect("in memory");
-            (file.path, gz.finish().expect("in memory"))
+            Ok((file.path, trail_file(&file.records)?.0))
         })
-        .collect();
-    (files, sample.manifest().clone())
+        .collect::<Result<_>>()?;
+    Ok((files, sample.manifest().clone()))
 }
 
 /// What one cell showed.
@@ -206,7 +199,7 @@ impl World {
         self.stack.reset().await?;
         let deployment =
             Deployment::create(&self.config, &self.template, self.name, &self.parameters).await?;
-        let (files, manifest) = trail();
+        let (files, manifest) = trail()?;
         for (path, bytes) in &files {
             deployment.upload(path, bytes.clone()).await?;
         }

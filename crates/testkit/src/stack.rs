@@ -108,6 +108,22 @@ impl Stack {
         calls
     }
 
+    /// Calls per (service, operation) made since `before` (an earlier [`Stack::calls`]), those with none
+    /// left out.
+    pub fn calls_since(
+        &self,
+        before: &BTreeMap<(String, String), u64>,
+    ) -> BTreeMap<(String, String), u64> {
+        self.calls()
+            .into_iter()
+            .map(|(op, n)| {
+                let earlier = before.get(&op).copied().unwrap_or(0);
+                (op, n - earlier)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Calls to one operation, through whichever proxy sees it.
     pub fn calls_to(&self, service: Service, operation: &str) -> u64 {
         self.proxy_for(service).calls_to(service, operation)

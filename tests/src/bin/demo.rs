@@ -2,22 +2,17 @@
 //! infra/template.yaml, the real Lambda binary under cargo lambda's runtime emulator, sample CloudTrail logs
 //! delivered the ways AWS delivers them, then what a user looks at: metrics, alerts, where to go next.
 
-use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use flate2::Compression;
-use flate2::write::GzEncoder;
-use serde_json::{Value, json};
-use tokenwatch_core::Timestamp;
+use serde_json::Value;
 use tokenwatch_core::contract::{self, metric};
-use tokenwatch_core::sample::{
-    DEFAULT_FILE_PERIOD_SECONDS, SAMPLE_SPAN_SECONDS, Sample, SampleSpec,
-};
+use tokenwatch_core::sample::{DEFAULT_FILE_PERIOD_SECONDS, Sample, SampleSpec};
 use tokenwatch_e2e::infra::{Deployment, Template};
 use tokenwatch_e2e::lambda::{LocalLambda, workspace_root};
 use tokenwatch_e2e::plumbing::{
-    drain_ingest, events_through_rule, metric_sum, scheduled_event, sessions_table,
+    drain_ingest, events_through_rule, metric_sum, recent_sample_start, scheduled_event,
+    sessions_table, trail_file,
 };
 use tokenwatch_testkit::Stack;
 
@@ -69,22 +64,18 @@ async fn demo() -> Result<()> {
     step(&format!(
         "Writing six hours of sample CloudTrail logs ({BACKGROUND_RECORDS} background records and the guide's failure scenarios) to the trail bucket"
     ));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
-    let start = now - SAMPLE_SPAN_SECONDS - 3600;
     let sample = Sample::new(&SampleSpec {
         seed: 7,
         records: BACKGROUND_RECORDS,
-        start: Timestamp::from_unix(start - start.rem_euclid(3600)),
+        start: recent_sample_start(),
         file_period: DEFAULT_FILE_PERIOD_SECONDS,
     });
     let mut records_for_eventbridge = Vec::new();
     for n in 0..sample.file_count() {
         let file = sample.file(n);
-        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-        gz.write_all(json!({"Records": file.records}).to_string().as_bytes())?;
-        deployment.upload(&file.path, gz.finish()?).await?;
+        deployment
+            .upload(&file.path, trail_file(&file.records)?.0)
+            .await?;
         records_for_eventbridge.extend(
             file.records
                 .into_iter()

@@ -5,23 +5,18 @@
 //! by the fault proxy. Prints numbers; asserts nothing.
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
-use tokenwatch_core::Timestamp;
 use tokenwatch_core::sample::{SAMPLE_SPAN_SECONDS, Sample, SampleSpec};
 use tokenwatch_e2e::infra::{Deployment, Template};
 use tokenwatch_e2e::lambda::{LocalLambda, function_binary, workspace_root};
-use tokenwatch_e2e::plumbing::drain_ingest;
+use tokenwatch_e2e::plumbing::{drain_ingest, recent_sample_start, trail_file};
 use tokenwatch_testkit::Stack;
 use tokio::sync::mpsc;
 
@@ -101,23 +96,12 @@ async fn cold_starts() -> Result<Vec<Duration>> {
 }
 
 fn recent_sample(records: u64, file_period: i64) -> Sample {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let start = now - SAMPLE_SPAN_SECONDS - 3600;
     Sample::new(&SampleSpec {
         seed: 5,
         records,
-        start: Timestamp::from_unix(start - start.rem_euclid(3600)),
+        start: recent_sample_start(),
         file_period,
     })
-}
-
-fn gzip_json(value: &serde_json::Value) -> Result<(Vec<u8>, usize)> {
-    let text = value.to_string();
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    gz.write_all(text.as_bytes())?;
-    Ok((gz.finish()?, text.len()))
 }
 
 async fn end_to_end() -> Result<()> {
@@ -139,7 +123,7 @@ async fn end_to_end() -> Result<()> {
         let mut lambda = LocalLambda::start(&env).await?;
         let sample = recent_sample(LARGE_FILE_RECORDS, SAMPLE_SPAN_SECONDS);
         let file = sample.file(0);
-        let (body, decompressed) = gzip_json(&json!({"Records": file.records}))?;
+        let (body, decompressed) = trail_file(&file.records)?;
         deployment.upload(&file.path, body).await?;
         let before = lambda.peak_rss_kb().unwrap_or(0);
         let started = Instant::now();
@@ -174,7 +158,7 @@ async fn end_to_end() -> Result<()> {
         let file = sample.file(n);
         records += file.records.len() as u64;
         deployment
-            .upload(&file.path, gzip_json(&json!({"Records": file.records}))?.0)
+            .upload(&file.path, trail_file(&file.records)?.0)
             .await?;
     }
     let before = stack.calls();
@@ -182,16 +166,8 @@ async fn end_to_end() -> Result<()> {
     let stats = drain_ingest(&mut lambda, &deployment, batch).await?;
     let elapsed = started.elapsed();
     // Calls made during delivery: the function's, and the event source mapping's SQS receives and deletes.
-    let calls: Vec<((String, String), u64)> = stack
-        .calls()
-        .into_iter()
-        .map(|(op, n)| {
-            let earlier = before.get(&op).copied().unwrap_or(0);
-            (op, n - earlier)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    let function_calls: u64 = calls.iter().map(|(_, n)| n).sum();
+    let calls = stack.calls_since(&before);
+    let function_calls: u64 = calls.values().sum();
     println!(
         "{records} records in {} files, {} invocations: {:.2} s end to end, {:.1} ms per 1,000 records",
         stats.messages,

@@ -5,20 +5,17 @@
 //! Prints throughput, each instance's peak memory, the AWS API calls per 1,000 events (the cost drivers)
 //! and whether every event was counted once and every incident paged once. Numbers, not a test.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use flate2::Compression;
-use flate2::write::GzEncoder;
-use serde_json::{Value, json};
-use tokenwatch_core::Timestamp;
+use serde_json::Value;
 use tokenwatch_core::contract::{self, metric};
 use tokenwatch_core::sample::{SAMPLE_SPAN_SECONDS, Sample, SampleSpec};
 use tokenwatch_e2e::infra::{Deployment, Template};
 use tokenwatch_e2e::lambda::{LocalLambda, workspace_root};
-use tokenwatch_e2e::plumbing::{MappingStats, mapping_pass, metric_sum};
+use tokenwatch_e2e::plumbing::{
+    MappingStats, mapping_pass, metric_sum, recent_sample_start, trail_file,
+};
 use tokenwatch_testkit::Stack;
 
 /// Env overrides: `LOAD_FILES`, `LOAD_EVENTS`, `LOAD_RECORDS`, `LOAD_INSTANCES`.
@@ -48,11 +45,7 @@ struct Traffic {
 
 impl Traffic {
     fn plan(files: usize, expired: u64, background: u64) -> Traffic {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let start = now - SAMPLE_SPAN_SECONDS - 3600;
-        let start = Timestamp::from_unix(start - start.rem_euclid(3600));
+        let start = recent_sample_start();
         let spec = |seed: u64, records: u64| SampleSpec {
             seed,
             records,
@@ -92,11 +85,8 @@ impl Traffic {
             path = file.path;
             records.extend(file.records);
         }
-        let count = records.len();
-        let text = json!({ "Records": records }).to_string();
-        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-        gz.write_all(text.as_bytes())?;
-        Ok((path, gz.finish()?, count, text.len()))
+        let (body, size) = trail_file(&records)?;
+        Ok((path, body, records.len(), size))
     }
 }
 
@@ -202,15 +192,7 @@ async fn main() -> Result<()> {
         deployment.release_ingest(&handed_back).await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let calls: BTreeMap<(String, String), u64> = stack
-        .calls()
-        .into_iter()
-        .map(|(op, n)| {
-            let earlier = before.get(&op).copied().unwrap_or(0);
-            (op, n - earlier)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let calls = stack.calls_since(&before);
 
     let counted = metric_sum(
         &config,
