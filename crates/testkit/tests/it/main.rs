@@ -5,6 +5,7 @@
 
 mod bridge;
 mod faults;
+mod moto;
 mod stack;
 
 use std::time::Duration;
