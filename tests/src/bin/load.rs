@@ -26,6 +26,35 @@ const INSTANCES: usize = 4;
 const ACCOUNT: &str = "111122223333";
 /// Redeliveries of handed-back messages before giving up (the template's redrive policy allows 5 receives).
 const MAX_ROUNDS: usize = 5;
+/// How often the run says how far it got: the full run takes tens of minutes.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The function's warnings and errors across instances, by message, with one example's fields: why
+/// messages were handed back, without reading thousands of log lines.
+fn print_warnings(lambdas: &[LocalLambda]) {
+    let mut by_message: std::collections::BTreeMap<(String, String), (usize, String)> =
+        Default::default();
+    for line in lambdas.iter().flat_map(|l| l.output.lines()) {
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let level = entry["level"].as_str().unwrap_or_default();
+        if level != "WARN" && level != "ERROR" {
+            continue;
+        }
+        let message = entry["message"].as_str().unwrap_or_default().to_owned();
+        let seen = by_message
+            .entry((level.to_owned(), message))
+            .or_insert_with(|| (0, line.clone()));
+        seen.0 += 1;
+    }
+    if by_message.is_empty() {
+        println!("the function logged no warnings or errors");
+    }
+    for ((level, message), (count, example)) in &by_message {
+        println!("{level} x{count}: {message}\n    e.g. {example}");
+    }
+}
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -170,7 +199,23 @@ async fn main() -> Result<()> {
         }
         let mut handed_back = Vec::new();
         let mut back = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        loop {
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                _ = progress.tick() => {
+                    let calls = stack.calls_since(&before);
+                    let read = calls.get(&("s3".to_owned(), "GetObject".to_owned())).copied().unwrap_or(0);
+                    eprintln!(
+                        "{:.0} s: {read} objects read, {} AWS calls so far",
+                        started.elapsed().as_secs_f64(),
+                        calls.values().sum::<u64>()
+                    );
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
             let (i, pass, peak, lambda) = joined.context("a draining task panicked")?;
             let (stats, failed) = pass?;
             total.invocations += stats.invocations;
@@ -256,17 +301,7 @@ async fn main() -> Result<()> {
         traffic.expired, traffic.incidents
     );
     let whole = counted == traffic.expired as f64 && paged == traffic.incidents;
-    for lambda in &lambdas {
-        for line in lambda
-            .output
-            .lines()
-            .iter()
-            .filter(|l| l.contains("delivery problem"))
-            .take(3)
-        {
-            eprintln!("{line}");
-        }
-    }
+    print_warnings(&lambdas);
     ensure!(whole, "the load run lost or doubled something");
     Ok(())
 }
