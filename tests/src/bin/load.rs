@@ -14,7 +14,7 @@ use tokenwatch_core::sample::{SAMPLE_SPAN_SECONDS, Sample, SampleSpec};
 use tokenwatch_e2e::infra::{Deployment, Template};
 use tokenwatch_e2e::lambda::{LocalLambda, workspace_root};
 use tokenwatch_e2e::plumbing::{
-    MappingStats, mapping_pass, metric_sum, recent_sample_start, trail_file,
+    MappingStats, mapping_pass, metric_sum, recent_sample_start, scheduled_event, trail_file,
 };
 use tokenwatch_testkit::Stack;
 
@@ -172,13 +172,15 @@ async fn main() -> Result<()> {
     let mut env = stack.env();
     env.extend(deployment.function_env());
     let mut lambdas: Vec<LocalLambda> = Vec::new();
+    let mut idle = Vec::new();
     for _ in 0..instances {
-        lambdas.push(LocalLambda::start(&env).await?);
+        let mut lambda = LocalLambda::start(&env).await?;
+        // One sweep on the empty state table first: read right after the start, the memory is the
+        // process's before it has even initialised; after one invocation it is the warm, idle instance's.
+        lambda.invoke(&scheduled_event()).await?.ok()?;
+        idle.push(lambda.peak_rss_kb().unwrap_or(0));
+        lambdas.push(lambda);
     }
-    let idle: Vec<u64> = lambdas
-        .iter()
-        .map(|l| l.peak_rss_kb().unwrap_or(0))
-        .collect();
     let batch = template.event_source_mapping()?.batch_size;
     let before = stack.calls();
     let started = Instant::now();
