@@ -79,6 +79,21 @@ async fn put(client: &Client, table: &str, pk: &str, v: &str, range: bool) {
     request.send().await.unwrap();
 }
 
+/// An in-place update of `v`, the kind of write a whole-item backup would not cover.
+fn set_v(table: &str, pk: &str, v: &str, range: bool) -> TransactWriteItem {
+    TransactWriteItem::builder()
+        .update(
+            Update::builder()
+                .table_name(table)
+                .set_key(Some(key(pk, range).into_iter().collect()))
+                .update_expression("SET v = :v")
+                .expression_attribute_values(":v", AttributeValue::S(v.to_owned()))
+                .build()
+                .unwrap(),
+        )
+        .build()
+}
+
 /// Puts a new item, updates one in place, deletes a third, then fails a condition: nothing may stick.
 async fn cancelled_transaction_rolls_back(client: &Client, table: &str, range: bool) {
     create_table(client, table, range).await;
@@ -96,17 +111,7 @@ async fn cancelled_transaction_rolls_back(client: &Client, table: &str, range: b
         TransactWriteItem::builder()
             .put(new_item.build().unwrap())
             .build(),
-        TransactWriteItem::builder()
-            .update(
-                Update::builder()
-                    .table_name(table)
-                    .set_key(Some(key("updated", range).into_iter().collect()))
-                    .update_expression("SET v = :v")
-                    .expression_attribute_values(":v", AttributeValue::S("after".into()))
-                    .build()
-                    .unwrap(),
-            )
-            .build(),
+        set_v(table, "updated", "after", range),
         TransactWriteItem::builder()
             .delete(
                 Delete::builder()
@@ -186,19 +191,7 @@ async fn a_transaction_that_succeeds_keeps_its_writes() {
                 .put(fresh.build().unwrap())
                 .build(),
         )
-        .transact_items(
-            TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name("t")
-                        .set_key(Some(key("old", false).into_iter().collect()))
-                        .update_expression("SET v = :v")
-                        .expression_attribute_values(":v", AttributeValue::S("after".into()))
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
+        .transact_items(set_v("t", "old", "after", false))
         .send()
         .await
         .unwrap();
