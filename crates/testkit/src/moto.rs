@@ -33,8 +33,9 @@ const STDERR_TAIL: usize = 20;
 /// table, and every copy is a new model instance that moto's instance tracker keeps for ever, so memory
 /// grows by a table's size per transaction (22 GB and an OOM kill in a 100,000-event load run). A copy of
 /// the item index instead still took time in proportion to the table, as moto rehashes every key (a
-/// 20,000-event run fell below 5 calls a second). Here the backup is a deep copy of just the items the transaction names (at most 100), taken before it
-/// runs and put back if it fails. `a_cancelled_transaction_leaves_every_item_as_it_was` holds it to that.
+/// 20,000-event run fell below 5 calls a second). Here the backup is a deep copy of just the items the
+/// transaction names (at most 100), taken before it runs and put back if it fails.
+/// `a_cancelled_transaction_leaves_every_item_as_it_was` holds it to that.
 const WATCHDOG_MAIN: &str = "\\
 import copy, os, sys, threading
 def _watch():
