@@ -5,7 +5,8 @@
 //! Prints throughput, each instance's peak memory, the AWS API calls per 1,000 events (the cost drivers)
 //! and whether every event was counted once and every incident paged once. Numbers, not a test.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
@@ -27,13 +28,12 @@ const ACCOUNT: &str = "111122223333";
 /// Redeliveries of handed-back messages before giving up (the template's redrive policy allows 5 receives).
 const MAX_ROUNDS: usize = 5;
 /// How often the run says how far it got: the full run takes tens of minutes.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// The function's warnings and errors across instances, by message, with one example's fields: why
 /// messages were handed back, without reading thousands of log lines.
 fn print_warnings(lambdas: &[LocalLambda]) {
-    let mut by_message: std::collections::BTreeMap<(String, String), (usize, String)> =
-        Default::default();
+    let mut by_message: BTreeMap<(String, String), (usize, String)> = BTreeMap::new();
     for line in lambdas.iter().flat_map(|l| l.output.lines()) {
         let Ok(entry) = serde_json::from_str::<Value>(&line) else {
             continue;
@@ -54,6 +54,19 @@ fn print_warnings(lambdas: &[LocalLambda]) {
     for ((level, message), (count, example)) in &by_message {
         println!("{level} x{count}: {message}\n    e.g. {example}");
     }
+}
+
+/// How far the run got: objects read (each file once, unless handed back) and calls made.
+fn print_progress(calls: &BTreeMap<(String, String), u64>, started: Instant) {
+    let read = calls
+        .get(&("s3".to_owned(), "GetObject".to_owned()))
+        .copied()
+        .unwrap_or(0);
+    eprintln!(
+        "{:.0} s: {read} objects read, {} AWS calls so far",
+        started.elapsed().as_secs_f64(),
+        calls.values().sum::<u64>()
+    );
 }
 
 fn setting(name: &str, default: u64) -> u64 {
@@ -207,13 +220,7 @@ async fn main() -> Result<()> {
             let joined = tokio::select! {
                 joined = tasks.join_next() => joined,
                 _ = progress.tick() => {
-                    let calls = stack.calls_since(&before);
-                    let read = calls.get(&("s3".to_owned(), "GetObject".to_owned())).copied().unwrap_or(0);
-                    eprintln!(
-                        "{:.0} s: {read} objects read, {} AWS calls so far",
-                        started.elapsed().as_secs_f64(),
-                        calls.values().sum::<u64>()
-                    );
+                    print_progress(&stack.calls_since(&before), started);
                     continue;
                 }
             };
